@@ -1,0 +1,84 @@
+"""Command-line arguments -> document files (files, globs with ``**``, folders) and file hashes."""
+from __future__ import annotations
+
+import glob
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+DEFAULT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
+_GLOB_CHARS = set("*?[")
+_BLOCK = 1 << 20  # bytes read per step while hashing
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _walk(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Supported files under ``folder``, recursively, skipping hidden files and folders (.git)."""
+    return [p for p in folder.rglob("*")
+            if p.suffix.lower() in suffixes and p.is_file() and not _hidden(p, folder)]
+
+
+def _expand_one(arg: str, suffixes: tuple[str, ...]) -> tuple[list[Path], str | None]:
+    names = ", ".join(suffixes)
+    if _GLOB_CHARS & set(arg):
+        matches = [Path(m) for m in glob.glob(arg, recursive=True)]
+        if not matches:
+            return [], f"no file matches {arg!r}"
+        found = [m for m in matches if m.is_file() and m.suffix.lower() in suffixes]
+        for folder in (m for m in matches if m.is_dir()):
+            found += _walk(folder, suffixes)
+        return found, None if found else f"no {names} file matches {arg!r}"
+    path = Path(arg)
+    if path.is_dir():
+        found = _walk(path, suffixes)
+        return found, None if found else f"folder {arg!r} holds no {names} files"
+    if path.is_file():
+        if path.suffix.lower() in suffixes:
+            return [path], None
+        return [], f"{arg!r} is not a supported file type (supported: {names})"
+    return [], f"{arg!r} does not exist"
+
+
+def expand_paths(args: Sequence[str], *,
+                 suffixes: Iterable[str] = DEFAULT_SUFFIXES) -> tuple[list[Path], list[str]]:
+    """Expand files, globs (``**`` recurses) and folders (recursively) into document paths.
+
+    Returns (sorted unique absolute paths, problems); every argument is checked, so all problems
+    are reported at once. Globs and folders keep only files with one of ``suffixes`` (any case)
+    and skip hidden files and folders; a file named explicitly with another suffix is a problem.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.pdf", "sub/b.md", "sub/c.docx"):
+    ...     (root / name).parent.mkdir(exist_ok=True); _ = (root / name).write_text("x")
+    >>> paths, problems = expand_paths([str(root), str(root / "**/*.md"), str(root / "x*.pdf")])
+    >>> [p.relative_to(root.resolve()).as_posix() for p in paths], [p[:15] for p in problems]
+    (['a.pdf', 'sub/b.md'], ['no file matches'])
+    """
+    wanted = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
+    found: set[Path] = set()
+    problems: list[str] = []
+    for arg in args:
+        paths, problem = _expand_one(str(arg), wanted)
+        found.update(p.resolve() for p in paths)
+        if problem:
+            problems.append(problem)
+    return sorted(found), problems
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (hex digest).
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "x.txt"; _ = f.write_bytes(b"abc")
+    >>> file_sha256(f)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

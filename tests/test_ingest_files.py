@@ -1,0 +1,93 @@
+"""ingest.files (paths, globs, folders, hashing), ingest.load doctests and import hygiene of the package."""
+from __future__ import annotations
+
+import doctest
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest import files, load
+from ingest.files import expand_paths, file_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    for name in ("a.pdf", "B.PDF", "notes.md", "readme.markdown", "x.txt", "sub/deep/c.pdf", "sub/d.docx",
+                 ".hidden/e.pdf", "sub/.f.md", "empty/.keep"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    return tmp_path
+
+
+def rel(paths: list[Path], root: Path) -> list[str]:
+    return [p.relative_to(root.resolve()).as_posix() for p in paths]
+
+
+def test_folder_is_recursive_supported_only_and_skips_hidden(tree: Path) -> None:
+    paths, problems = expand_paths([str(tree)])
+    assert rel(paths, tree) == ["B.PDF", "a.pdf", "notes.md", "readme.markdown", "sub/deep/c.pdf", "x.txt"]
+    assert problems == [] and all(p.is_absolute() for p in paths)
+
+
+def test_globs_files_and_duplicates(tree: Path) -> None:
+    args = [str(tree / "*.pdf"), str(tree / "**" / "*.pdf"), str(tree / "a.pdf"), str(tree / "sub" / ".." / "a.pdf")]
+    paths, problems = expand_paths(args)
+    assert rel(paths, tree) == ["a.pdf", "sub/deep/c.pdf"] and problems == []  # glob suffix matching is exact
+    paths, _ = expand_paths([str(tree / "*")])  # a glob matching folders expands them too
+    assert "sub/deep/c.pdf" in rel(paths, tree) and "sub/d.docx" not in rel(paths, tree)
+
+
+def test_every_problem_is_reported(tree: Path) -> None:
+    args = [str(tree / "x*.pdf"), str(tree / "missing.pdf"), str(tree / "sub" / "d.docx"), str(tree / "empty"),
+            str(tree / "sub" / "*.docx"), str(tree / "a.pdf")]
+    paths, problems = expand_paths(args)
+    assert rel(paths, tree) == ["a.pdf"]
+    assert problems == [
+        f"no file matches {str(tree / 'x*.pdf')!r}",
+        f"{str(tree / 'missing.pdf')!r} does not exist",
+        f"{str(tree / 'sub' / 'd.docx')!r} is not a supported file type (supported: .pdf, .txt, .md, .markdown)",
+        f"folder {str(tree / 'empty')!r} holds no .pdf, .txt, .md, .markdown files",
+        f"no .pdf, .txt, .md, .markdown file matches {str(tree / 'sub' / '*.docx')!r}",
+    ]
+
+
+def test_custom_suffixes_with_or_without_dot(tree: Path) -> None:
+    paths, problems = expand_paths([str(tree)], suffixes=("docx", ".TXT"))
+    assert rel(paths, tree) == ["sub/d.docx", "x.txt"] and problems == []
+
+
+def test_relative_arguments_resolve(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree / "sub")
+    paths, problems = expand_paths(["deep", "../a.pdf", "**/*.pdf"])
+    assert rel(paths, tree) == ["a.pdf", "sub/deep/c.pdf"] and problems == []
+
+
+def test_file_sha256_streams_large_files(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (3 * 4096 + 1)  # 3 MiB + 256 bytes: several 1 MiB blocks
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    assert file_sha256(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_doctests() -> None:
+    for module in (files, load):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_importing_ingest_stays_light() -> None:
+    code = ("import sys, ingest.load, ingest.chunk, ingest.files, ingest.ocr, ingest.render\n"
+            "heavy = {'torch', 'transformers', 'sentence_transformers', 'faiss', 'index', 'rapidocr_onnxruntime',\n"
+            "         'onnxruntime', 'cv2', 'pypdfium2', 'tokenizers', 'numpy', 'PIL'}\n"
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
