@@ -1,0 +1,53 @@
+"""Configuration of the index package: one frozen dataclass, validated on construction."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_KB = "kb"
+KB_ENV = "QDA_KB"  # environment variable naming the knowledge-base folder
+DEFAULT_EMBEDDER = "multilingual-e5-small"
+MODES = ("hybrid", "dense", "bm25")
+
+
+def default_kb() -> Path:
+    """The knowledge base used when ``--kb`` is not given: ``$QDA_KB`` or ``./kb``."""
+    return Path(os.environ.get(KB_ENV) or DEFAULT_KB)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Settings of a knowledge base and of searching it (CLI flags map 1:1 to fields).
+
+    >>> IndexConfig(max_tokens=300, overlap=30).overlap
+    30
+    """
+
+    kb: Path = Path(DEFAULT_KB)
+    embedder: str | None = None  # None: the one the KB was built with, else the default
+    # Chunk size in embedder tokens (prefix and special tokens included) and the tokens shared
+    # by consecutive chunks; None: what the knowledge base was built with (new: 500 / 50).
+    max_tokens: int | None = None
+    overlap: int | None = None
+    mode: str = "hybrid"
+    k: int = 5
+    reranker: str | None = None  # cross-encoder id or path; None: no reranking
+    lock_timeout_s: float = 10.0  # how long a writer waits for another writer
+    ocr: bool = True
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_tokens is not None and self.max_tokens < 16:
+            problems.append(f"max_tokens={self.max_tokens} is too small (need >= 16)")
+        if self.overlap is not None and not 0 <= self.overlap < (self.max_tokens or 500):
+            problems.append(f"overlap={self.overlap} must be >= 0 and < max_tokens={self.max_tokens or 500}")
+        if self.mode not in MODES:
+            problems.append(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
+        if self.k < 1:
+            problems.append(f"k={self.k} must be >= 1")
+        if self.lock_timeout_s < 0:
+            problems.append(f"lock_timeout_s={self.lock_timeout_s} must be >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))

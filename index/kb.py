@@ -1,0 +1,221 @@
+"""The knowledge base: a folder of documents, chunks and indexes that can be searched.
+
+>>> from index import KnowledgeBase                      # doctest: +SKIP
+>>> kb = KnowledgeBase.open("kb")                         # doctest: +SKIP
+>>> report = kb.add(["docs/"])                            # doctest: +SKIP
+>>> for hit in kb.search("退货政策是什么？", k=3):          # doctest: +SKIP
+...     print(hit.title, hit.page, hit.score)
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from index import derived
+from index.config import DEFAULT_EMBEDDER, MODES, IndexConfig
+from index.errors import BadQuery, EmbedderMismatch, SchemaMismatch
+from index.lock import WriteLock
+from index.records import Hit
+from index.report import AddReport, FileResult
+from index.store import SCHEMA_VERSION, DocInfo, Store
+
+CANDIDATES = 100  # chunks each retriever contributes before fusion (or k, when larger)
+
+
+class KnowledgeBase:
+    """Documents, chunks, a FAISS index and a BM25 index in one folder (see ``index.store``)."""
+
+    def __init__(self, config: IndexConfig, store: Store, embedder: object) -> None:
+        self.config = config
+        self.path = Path(config.kb)
+        self.store = store
+        self.embedder = embedder  # index.embedder.Embedder
+        self._derived: derived.Derived | None = None
+        self._reranker = None
+
+    # -- opening ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path = "kb", *, embedder: object | str | None = None,
+             config: IndexConfig | None = None, **fields: object) -> "KnowledgeBase":
+        """Open (creating if needed) the knowledge base at ``path``.
+
+        ``embedder`` is a model id/path or an ``Embedder``; None means the one the
+        knowledge base was built with (the default e5 model for a new one). Other keyword
+        arguments are :class:`IndexConfig` fields.
+        """
+        config = replace(config or IndexConfig(), kb=Path(path), **fields)  # type: ignore[arg-type]
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        store = Store(path / "kb.sqlite")
+        meta = store.meta()
+        emb = _resolve_embedder(embedder if embedder is not None else config.embedder,
+                                meta.get("embedder_name"))
+        # Chunk settings not given: the recorded ones (or the defaults for a new KB).
+        config = replace(config, max_tokens=config.max_tokens or int(meta.get("max_tokens", 500)),
+                         overlap=config.overlap if config.overlap is not None
+                         else int(meta.get("overlap", 50)))
+        _check_meta(path, meta, emb, config)
+        if not meta:
+            store.set_meta(_meta_for(emb, config) | {"generation": "0"})
+        return cls(config, store, emb)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------
+    def add(self, paths: Sequence[str | Path], *, password: str | None = None,
+            progress: bool = False) -> AddReport:
+        """Ingest files, globs and folders; every file ends as one row of the report."""
+        from index.pipeline import add_files
+
+        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            report = add_files(self, [str(p) for p in paths],
+                               password=password or self.config.password, progress=progress)
+            self._refresh_derived()
+        return report
+
+    def add_documents(self, docs: Iterable[object], *, progress: bool = False) -> AddReport:
+        """Ingest documents already in memory (``ingest.records.Document``), e.g. a BEIR corpus."""
+        from index.pipeline import add_loaded
+
+        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            report = add_loaded(self, list(docs), progress=progress)
+            self._refresh_derived()
+        return report
+
+    def sync(self, folder: str | Path, *, password: str | None = None,
+             progress: bool = False) -> AddReport:
+        """Make the knowledge base mirror ``folder``: add new/changed files, remove deleted ones."""
+        from index.pipeline import add_files, removed_under
+
+        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            report = add_files(self, [str(folder)], password=password or self.config.password,
+                               progress=progress)
+            gone = removed_under(self.store, Path(folder))
+            self.store.delete_documents(d.sha256 for d in gone)
+            report = report.with_removed(gone)
+            self._refresh_derived()
+        return report
+
+    def remove(self, doc: str) -> DocInfo:
+        """Remove one document named by sha256 (or a prefix of it), path, file name or title."""
+        from index.pipeline import find_document
+
+        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            info = find_document(self.store, doc)
+            self.store.delete_documents([info.sha256])
+            self._refresh_derived()
+        return info
+
+    def reindex(self, embedder: object | str | None = None, *, progress: bool = False,
+                **fields: object) -> "KnowledgeBase":
+        """Re-chunk and re-embed every document (new embedder or chunk settings).
+
+        Returns the reopened knowledge base; ``self`` is closed.
+        """
+        from index.pipeline import reindex
+
+        return reindex(self, embedder, progress=progress, **fields)
+
+    def documents(self) -> list[DocInfo]:
+        return self.store.documents()
+
+    # -- searching --------------------------------------------------------------------
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``query``: ``hybrid`` (default), ``dense`` or ``bm25``."""
+        k = self.config.k if k is None else k
+        mode = mode or self.config.mode
+        if not query or not query.strip():
+            raise BadQuery("the query is empty")
+        if k < 1:
+            raise BadQuery(f"k={k} must be >= 1")
+        if mode not in MODES:
+            raise BadQuery(f"mode={mode!r} is not one of {', '.join(MODES)}")
+        d = self._fresh_derived()
+        depth = max(k, CANDIDATES)
+        dense = sparse = []
+        if mode in ("dense", "hybrid"):
+            dense = d.dense_search(self.embedder.encode_queries([query])[0], depth)
+        if mode in ("bm25", "hybrid"):
+            from index.bm25 import tokenize
+
+            sparse = d.sparse_search(tokenize(query), depth)
+        scored = dense if mode == "dense" else sparse if mode == "bm25" else _fuse(dense, sparse)
+        if self.config.reranker:
+            return self._rerank(query, self.store.hits(scored[:depth]), k)
+        return self.store.hits(scored[:k])
+
+    def _rerank(self, query: str, hits: list[Hit], k: int) -> list[Hit]:
+        from index.rerank import Reranker
+
+        if self._reranker is None:
+            self._reranker = Reranker(self.config.reranker)
+        return self._reranker.rerank(query, hits, top_k=k)
+
+    def _fresh_derived(self) -> derived.Derived:
+        gen = self.store.generation()
+        if self._derived is not None and self._derived.generation == gen:
+            return self._derived
+        loaded = derived.load(self.path)
+        self._derived = loaded if loaded and loaded.generation == gen else derived.build(
+            self.store, self.embedder.dim)
+        return self._derived
+
+    def _refresh_derived(self) -> None:
+        """Rebuild and save the derived indexes (caller holds the write lock)."""
+        current = derived.load(self.path)
+        if current is None or current.generation != self.store.generation():
+            current = derived.build(self.store, self.embedder.dim)
+            derived.save(self.path, current)
+        self._derived = current
+
+
+def _fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    from index.fusion import fuse
+
+    fused = fuse([(str(i), s) for i, s in dense], [(str(i), s) for i, s in sparse])
+    return [(int(i), s) for i, s in fused]
+
+
+def _resolve_embedder(wanted: object | str | None, recorded: str | None) -> object:
+    from index.embedder import load_embedder
+
+    if wanted is None:
+        return load_embedder(recorded or DEFAULT_EMBEDDER)
+    if isinstance(wanted, str):
+        return load_embedder(wanted)
+    return wanted
+
+
+def _meta_for(emb: object, config: IndexConfig) -> dict[str, str]:
+    return {"schema_version": str(SCHEMA_VERSION), "embedder_name": emb.name,
+            "embedder_fingerprint": emb.fingerprint, "dim": str(emb.dim),
+            "max_tokens": str(config.max_tokens), "overlap": str(config.overlap)}
+
+
+def _check_meta(path: Path, meta: dict[str, str], emb: object, config: IndexConfig) -> None:
+    """Refuse to mix embedders or chunk settings in one knowledge base."""
+    if not meta:
+        return
+    if meta.get("schema_version") != str(SCHEMA_VERSION):
+        raise SchemaMismatch(
+            f"{path} has schema version {meta.get('schema_version')}, this tool writes "
+            f"{SCHEMA_VERSION}; re-create it with `ingest add` into a new --kb folder")
+    want = _meta_for(emb, config)
+    diffs = [f"{key}: built with {meta.get(key)!r}, asked for {want[key]!r}"
+             for key in ("embedder_name", "embedder_fingerprint", "max_tokens", "overlap")
+             if meta.get(key) != want[key]]
+    if diffs:
+        raise EmbedderMismatch(
+            f"knowledge base {path} was built with other settings ({'; '.join(diffs)}). "
+            f"Open it without --embedder/--max-tokens/--overlap to use what it was built with, or run "
+            f"`index reindex --kb {path} --embedder {want['embedder_name']} --max-tokens "
+            f"{want['max_tokens']} --overlap {want['overlap']}` to re-embed everything.")
+

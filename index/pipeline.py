@@ -1,0 +1,223 @@
+"""The ingest pipeline of a knowledge base: files -> documents -> chunks -> vectors -> store.
+
+Small documents are pooled so that each ``encode`` call embeds about ``BATCH_CHUNKS`` chunks
+(one call per tiny document would starve the model of batch parallelism); each document is
+then committed in its own SQLite transaction, so an interrupted batch keeps every document
+finished before the interruption and the next run completes the rest.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from index.errors import DocumentNotFound
+from index.report import AddReport, FileResult
+from index.store import DocInfo, Store
+from ingest.records import Chunk, Document
+
+if TYPE_CHECKING:
+    from index.kb import KnowledgeBase
+
+BATCH_CHUNKS = 256  # chunks per encode call
+
+
+@dataclass
+class _Prepared:
+    order: int
+    doc: Document
+    chunks: list[Chunk]
+    tokens: list[str]
+    size: int  # bytes of the source file (text bytes for in-memory documents)
+
+
+def add_files(kb: "KnowledgeBase", args: Sequence[str], *, password: str | None,
+              progress: bool) -> AddReport:
+    """Add files/globs/folders; returns one result per file (and per unmatched argument)."""
+    from tqdm import tqdm
+
+    from ingest.files import expand_paths
+
+    paths, problems = expand_paths(args)
+    results: dict[int, FileResult] = {}
+    order = 0
+    for problem in problems:
+        results[order] = FileResult(path=problem.split("'")[1] if "'" in problem else problem,
+                                    status="failed", reason=problem)
+        order += 1
+    batch = _Batch(kb, results)
+    seen: dict[str, str] = {}  # sha256 -> path, for identical files within one batch
+    for path in tqdm(paths, desc="reading", unit="file", disable=not progress):
+        item = _prepare_file(kb, path, order, password, seen)
+        if isinstance(item, FileResult):
+            results[order] = item
+        else:
+            batch.push(item, progress)
+        order += 1
+    batch.flush(progress)
+    return AddReport(files=tuple(results[i] for i in sorted(results)))
+
+
+def add_loaded(kb: "KnowledgeBase", docs: Sequence[Document], *, progress: bool,
+               sizes: dict[str, int] | None = None) -> AddReport:
+    """Add documents already loaded in memory (BEIR corpora, reindexing)."""
+    from tqdm import tqdm
+
+    results: dict[int, FileResult] = {}
+    batch = _Batch(kb, results)
+    for order, doc in enumerate(tqdm(docs, desc="chunking", unit="doc", disable=not progress)):
+        if kb.store.has_document(doc.sha256):
+            results[order] = FileResult(path=str(doc.path), status="unchanged", doc_sha256=doc.sha256,
+                                        pages=len(doc.pages))
+            continue
+        size = (sizes or {}).get(doc.sha256) or sum(len(p.text.encode()) for p in doc.pages)
+        batch.push(_chunk(kb, doc, order, size), progress)
+    batch.flush(progress)
+    return AddReport(files=tuple(results[i] for i in sorted(results)))
+
+
+class _Batch:
+    """Pending documents whose chunks are embedded together, then stored one by one."""
+
+    def __init__(self, kb: "KnowledgeBase", results: dict[int, FileResult]) -> None:
+        self.kb, self.results, self.items = kb, results, []  # type: list[_Prepared]
+
+    def push(self, item: _Prepared, progress: bool) -> None:
+        if not item.chunks:
+            self.results[item.order] = FileResult(
+                path=str(item.doc.path), status="failed", doc_sha256=item.doc.sha256,
+                pages=len(item.doc.pages), ocr_pages=item.doc.ocr_pages,
+                reason="no text found (no text layer, and OCR found none or was off)")
+            return
+        self.items.append(item)
+        if sum(len(i.chunks) for i in self.items) >= BATCH_CHUNKS:
+            self.flush(progress)
+
+    def flush(self, progress: bool) -> None:
+        items, self.items = self.items, []
+        if not items:
+            return
+        texts = [c.text for i in items for c in i.chunks]
+        try:
+            vectors = self.kb.embedder.encode_passages(texts, show_progress=progress and len(texts) > 64)
+        except Exception as e:  # noqa: BLE001 - a model failure fails these files, not the batch
+            for i in items:
+                self.results[i.order] = _failed(i.doc.path, f"embedding failed: {e}")
+            return
+        start = 0
+        for i in items:
+            vecs = vectors[start:start + len(i.chunks)]
+            start += len(i.chunks)
+            self.results[i.order] = self._store(i, vecs)
+
+    def _store(self, i: _Prepared, vecs: object) -> FileResult:
+        store = self.kb.store
+        old = [s for s in store.shas_at_path(str(i.doc.path)) if s != i.doc.sha256]
+        store.put_document(i.doc, i.chunks, i.tokens, vecs, size=i.size, replaces=old)
+        return FileResult(path=str(i.doc.path), status="replaced" if old else "added",
+                          doc_sha256=i.doc.sha256, pages=len(i.doc.pages), ocr_pages=i.doc.ocr_pages,
+                          chunks=len(i.chunks), reason="; ".join(i.doc.warnings))
+
+
+def _prepare_file(kb: "KnowledgeBase", path: Path, order: int, password: str | None,
+                  seen: dict[str, str]) -> _Prepared | FileResult:
+    from ingest.errors import IngestError, NeedsPassword, WrongPassword
+    from ingest.files import file_sha256
+    from ingest.load import load_document
+
+    path = path.resolve()
+    try:
+        sha = file_sha256(path)
+    except OSError as e:
+        return _failed(path, f"cannot read: {e.strerror or e}")
+    if sha in seen:
+        return FileResult(path=str(path), status="unchanged", doc_sha256=sha,
+                          reason=f"same content as {seen[sha]}")
+    seen[sha] = str(path)
+    if kb.store.has_document(sha):
+        return FileResult(path=str(path), status="unchanged", doc_sha256=sha)
+    try:
+        doc = load_document(path, password=password, ocr=kb.config.ocr)
+    except (NeedsPassword, WrongPassword) as e:
+        return FileResult(path=str(path), status="skipped", doc_sha256=sha, reason=e.reason)
+    except IngestError as e:
+        return _failed(path, e.reason)
+    except Exception as e:  # noqa: BLE001 - one unreadable file must not stop the batch
+        return _failed(path, f"unexpected error while reading: {type(e).__name__}: {e}")
+    return _chunk(kb, doc, order, path.stat().st_size)
+
+
+def _chunk(kb: "KnowledgeBase", doc: Document, order: int, size: int) -> _Prepared:
+    from index.bm25 import tokenize
+    from ingest.chunk import chunk_pages
+
+    chunks = chunk_pages(doc.pages, doc_sha256=doc.sha256, max_tokens=kb.config.max_tokens,
+                         overlap=kb.config.overlap, count_tokens=kb.embedder.count_tokens)
+    return _Prepared(order=order, doc=doc, chunks=chunks,
+                     tokens=[" ".join(tokenize(c.text)) for c in chunks], size=size)
+
+
+def _failed(path: object, reason: str) -> FileResult:
+    return FileResult(path=str(path), status="failed", reason=reason)
+
+
+def removed_under(store: Store, folder: Path) -> list[DocInfo]:
+    """Documents stored from inside ``folder`` whose file no longer exists."""
+    root = str(folder.resolve()) + os.sep
+    return [d for d in store.documents() if d.path.startswith(root) and not Path(d.path).exists()]
+
+
+def find_document(store: Store, name: str) -> DocInfo:
+    """Resolve ``ingest rm DOC``: sha256 or a prefix (>= 6), path, file name, or title."""
+    docs = store.documents()
+    resolved = str(Path(name).resolve())
+    tests = [lambda d: d.sha256 == name,
+             lambda d: len(name) >= 6 and d.sha256.startswith(name),
+             lambda d: d.path in (name, resolved),
+             lambda d: Path(d.path).name == name,
+             lambda d: d.title == name]
+    for test in tests:
+        found = [d for d in docs if test(d)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            listing = "; ".join(f"{d.sha256[:12]} {d.path}" for d in found)
+            raise DocumentNotFound(f"{name!r} matches {len(found)} documents ({listing}); "
+                                   "name one by its sha256 prefix")
+    raise DocumentNotFound(f"no document matches {name!r}; `ingest list` shows what is stored")
+
+
+def reindex(kb: "KnowledgeBase", embedder: object | str | None, *, progress: bool,
+            **fields: object) -> "KnowledgeBase":
+    """Re-chunk and re-embed every stored document into a fresh store, then swap it in.
+
+    The old store stays in place until the new one is complete; the swap is one
+    ``os.replace`` of ``kb.sqlite`` (after removing ``derived.json``, so no stale index is
+    ever taken for current), and the derived indexes are moved in after it.
+    """
+    from index.kb import KnowledgeBase
+    from index.lock import WriteLock
+
+    root, tmp = kb.path, kb.path / "reindex.tmp"
+    with WriteLock(root, timeout_s=kb.config.lock_timeout_s):
+        shutil.rmtree(tmp, ignore_errors=True)
+        config = replace(kb.config, kb=tmp, embedder=None, **fields)  # type: ignore[arg-type]
+        new = KnowledgeBase.open(tmp, embedder=embedder if embedder is not None else kb.embedder,
+                                 config=config)
+        docs = [kb.store.document_record(d.sha256) for d in kb.documents()]
+        sizes = {d.sha256: kb.store.document_size(d.sha256) for d in docs}
+        with WriteLock(tmp, timeout_s=0):
+            add_loaded(new, docs, progress=progress, sizes=sizes)
+            new._refresh_derived()
+        new.close()
+        kb.close()
+        (root / "derived.json").unlink(missing_ok=True)
+        os.replace(tmp / "kb.sqlite", root / "kb.sqlite")
+        os.replace(tmp / "faiss.index", root / "faiss.index")
+        shutil.rmtree(root / "bm25", ignore_errors=True)
+        os.replace(tmp / "bm25", root / "bm25")
+        os.replace(tmp / "derived.json", root / "derived.json")
+        shutil.rmtree(tmp, ignore_errors=True)
+    return KnowledgeBase.open(root, config=replace(config, kb=root))

@@ -1,0 +1,68 @@
+"""What happened to each file of an ``ingest add`` / ``sync`` batch."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
+
+from index.store import DocInfo
+
+STATUSES = ("added", "replaced", "unchanged", "removed", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file's outcome. ``reason`` says why a file was skipped or failed, and how to fix it."""
+
+    path: str
+    status: str  # one of STATUSES
+    doc_sha256: str = ""
+    pages: int = 0
+    ocr_pages: tuple[int, ...] = ()
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """Every file of a batch, in input order. ``ok`` is False when any file failed."""
+
+    files: tuple[FileResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.status == "failed" for f in self.files)
+
+    def count(self, status: str) -> int:
+        return sum(f.status == status for f in self.files)
+
+    def with_removed(self, gone: Sequence[DocInfo]) -> "AddReport":
+        removed = tuple(FileResult(path=d.path, status="removed", doc_sha256=d.sha256,
+                                   pages=d.n_pages, chunks=d.n_chunks) for d in gone)
+        return replace(self, files=self.files + removed)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok,
+                "counts": {s: self.count(s) for s in STATUSES},
+                "files": [asdict(f) | {"ocr_pages": list(f.ocr_pages)} for f in self.files]}
+
+    def render(self) -> "object":
+        """A rich Table: file, status, pages, OCR'd pages, chunks, reason."""
+        from rich.table import Table
+
+        table = Table(title="ingest summary", show_lines=False)
+        for col in ("file", "status", "pages", "OCR'd pages", "chunks", "reason"):
+            table.add_column(col, overflow="fold")
+        colour = {"added": "green", "replaced": "green", "unchanged": "dim", "removed": "yellow",
+                  "skipped": "yellow", "failed": "red"}
+        for f in self.files:
+            table.add_row(f.path, f"[{colour[f.status]}]{f.status}[/]", str(f.pages or ""),
+                          _pages(f.ocr_pages), str(f.chunks or ""), f.reason)
+        summary = ", ".join(f"{self.count(s)} {s}" for s in STATUSES if self.count(s))
+        table.caption = summary or "no files"
+        return table
+
+
+def _pages(pages: tuple[int, ...]) -> str:
+    if not pages:
+        return ""
+    return ",".join(map(str, pages)) if len(pages) <= 6 else f"{len(pages)} pages"

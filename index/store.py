@@ -1,0 +1,202 @@
+"""SQLite metadata store of a knowledge base: documents, pages, chunks (text, BM25 tokens, vectors).
+
+SQLite is the single source of truth. Every document is written in one transaction, so a
+``kill -9`` leaves either the whole document or none of it. The FAISS and BM25 indexes are
+derived caches, tagged with the store's ``generation``; see :mod:`index.derived`.
+
+Layout of a knowledge-base folder::
+
+    kb/kb.sqlite      documents, pages, chunks, meta   (this module)
+    kb/faiss.index    dense vectors by chunk row id    (derived)
+    kb/bm25/          sparse index over chunk tokens   (derived)
+    kb/write.lock     single-writer lock               (index.lock)
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from index.records import Hit
+from ingest.records import Chunk, Document, Page
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, title TEXT NOT NULL, kind TEXT NOT NULL,
+    n_pages INTEGER NOT NULL, ocr_pages TEXT NOT NULL, warnings TEXT NOT NULL,
+    size INTEGER NOT NULL, added_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
+CREATE TABLE IF NOT EXISTS pages (
+    doc_sha256 TEXT NOT NULL REFERENCES documents(sha256) ON DELETE CASCADE,
+    number INTEGER NOT NULL, text TEXT NOT NULL, ocr INTEGER NOT NULL,
+    PRIMARY KEY (doc_sha256, number));
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,            -- the FAISS / BM25 id of the chunk
+    chunk_id TEXT NOT NULL UNIQUE,
+    doc_sha256 TEXT NOT NULL REFERENCES documents(sha256) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, text TEXT NOT NULL,
+    page_start INTEGER NOT NULL, page_end INTEGER NOT NULL,
+    char_start INTEGER NOT NULL, char_end INTEGER NOT NULL, ocr INTEGER NOT NULL,
+    tokens TEXT NOT NULL,              -- BM25 tokens, space-joined
+    vector BLOB NOT NULL);             -- float32, L2-normalised
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_sha256);
+"""
+
+
+@dataclass(frozen=True)
+class DocInfo:
+    """One row of ``ingest list``."""
+
+    sha256: str
+    path: str
+    title: str
+    kind: str
+    n_pages: int
+    ocr_pages: tuple[int, ...]
+    n_chunks: int
+    size: int
+    added_at: float
+
+
+class Store:
+    """Thin typed access to ``kb.sqlite``. Writers must hold :class:`index.lock.WriteLock`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        # isolation_level=None: we open transactions explicitly with BEGIN IMMEDIATE.
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta -------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta"))
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump(self) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)",
+                        (str(self.generation() + 1),))
+
+    # -- transactions -----------------------------------------------------------------
+    def transaction(self) -> "_Tx":
+        return _Tx(self.db)
+
+    # -- documents --------------------------------------------------------------------
+    def has_document(self, sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM documents WHERE sha256=?", (sha256,)).fetchone() is not None
+
+    def shas_at_path(self, path: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT sha256 FROM documents WHERE path=?", (path,))]
+
+    def put_document(self, doc: Document, chunks: Sequence[Chunk], tokens: Sequence[str],
+                     vectors: np.ndarray, *, size: int, replaces: Iterable[str] = ()) -> None:
+        """Insert ``doc`` with its chunks (and delete the documents it replaces) atomically."""
+        rows = [(c.chunk_id, doc.sha256, c.ordinal, c.text, c.page_start, c.page_end, c.char_start,
+                 c.char_end, int(c.ocr), t, np.asarray(v, dtype=np.float32).tobytes())
+                for c, t, v in zip(chunks, tokens, vectors, strict=True)]
+        with self.transaction():
+            for old in replaces:
+                self.db.execute("DELETE FROM documents WHERE sha256=?", (old,))
+            self.db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc.sha256, str(doc.path), doc.title, doc.kind, len(doc.pages),
+                 json.dumps(list(doc.ocr_pages)), json.dumps(list(doc.warnings)), size, time.time()))
+            self.db.executemany("INSERT INTO pages VALUES (?, ?, ?, ?)",
+                                [(doc.sha256, p.number, p.text, int(p.ocr)) for p in doc.pages])
+            self.db.executemany(
+                "INSERT INTO chunks (chunk_id, doc_sha256, ordinal, text, page_start, page_end,"
+                " char_start, char_end, ocr, tokens, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._bump()
+
+    def delete_documents(self, shas: Iterable[str]) -> int:
+        shas = list(shas)
+        with self.transaction():
+            n = sum(self.db.execute("DELETE FROM documents WHERE sha256=?", (s,)).rowcount for s in shas)
+            if n:
+                self._bump()
+        return n
+
+    def documents(self) -> list[DocInfo]:
+        q = ("SELECT d.sha256, d.path, d.title, d.kind, d.n_pages, d.ocr_pages, d.size, d.added_at,"
+             " (SELECT COUNT(*) FROM chunks c WHERE c.doc_sha256=d.sha256)"
+             " FROM documents d ORDER BY d.path")
+        return [DocInfo(sha256=r[0], path=r[1], title=r[2], kind=r[3], n_pages=r[4],
+                        ocr_pages=tuple(json.loads(r[5])), size=r[6], added_at=r[7], n_chunks=r[8])
+                for r in self.db.execute(q)]
+
+    def document_pages(self, sha256: str) -> list[Page]:
+        rows = self.db.execute("SELECT number, text, ocr FROM pages WHERE doc_sha256=? ORDER BY number",
+                               (sha256,))
+        return [Page(number=n, text=t, ocr=bool(o)) for n, t, o in rows]
+
+    def document_record(self, sha256: str) -> Document:
+        r = self.db.execute("SELECT path, title, kind, warnings FROM documents WHERE sha256=?",
+                            (sha256,)).fetchone()
+        return Document(path=Path(r[0]), sha256=sha256, title=r[1], kind=r[2],
+                        pages=tuple(self.document_pages(sha256)), warnings=tuple(json.loads(r[3])))
+
+    def document_size(self, sha256: str) -> int:
+        return int(self.db.execute("SELECT size FROM documents WHERE sha256=?", (sha256,)).fetchone()[0])
+
+    # -- chunks -----------------------------------------------------------------------
+    def count_chunks(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def iter_vectors(self, dim: int, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64, vectors float32 (n, dim)) in batches, for rebuilding FAISS."""
+        cur = self.db.execute("SELECT id, vector FROM chunks ORDER BY id")
+        while rows := cur.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vecs
+
+    def all_tokens(self) -> tuple[list[str], list[list[str]]]:
+        rows = self.db.execute("SELECT id, tokens FROM chunks ORDER BY id").fetchall()
+        return [str(r[0]) for r in rows], [r[1].split() for r in rows]
+
+    def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
+        """Turn (chunk row id, score) pairs into :class:`Hit` records, keeping the order."""
+        if not scored:
+            return []
+        ids = [i for i, _ in scored]
+        q = ("SELECT c.id, c.chunk_id, c.text, c.doc_sha256, d.title, d.path, c.page_start, c.page_end,"
+             " c.char_start, c.char_end, c.ocr FROM chunks c JOIN documents d ON d.sha256=c.doc_sha256"
+             f" WHERE c.id IN ({','.join('?' * len(ids))})")
+        rows = {r[0]: r for r in self.db.execute(q, ids)}
+        return [Hit(chunk_id=r[1], text=r[2], score=float(s), doc_sha256=r[3], title=r[4], path=r[5],
+                    page_start=r[6], page_end=r[7], char_start=r[8], char_end=r[9], ocr=bool(r[10]))
+                for i, s in scored if (r := rows.get(i)) is not None]
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, et: object, ev: object, tb: object) -> None:
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")

@@ -1,0 +1,264 @@
+"""Knowledge base: add/list/rm/sync, idempotence, search modes, locking, crash safety, reindex."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.embedder import HashEmbedder
+from index.errors import BadQuery, DocumentNotFound, EmbedderMismatch, KBLocked
+from index.kb import KnowledgeBase
+from index.lock import WriteLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EN = ("Hybrid retrieval fuses dense vectors with BM25 keyword scores. "
+      "The refund policy allows returns within thirty days of purchase. ")
+ZH = "混合检索把向量检索和关键词检索的结果融合在一起。退货政策规定购买后三十天内可以退货。"
+
+
+class CountingEmbedder(HashEmbedder):
+    """The exact fake embedder, counting how many passages it embedded."""
+
+    def __init__(self, dim: int = 64) -> None:
+        super().__init__(dim=dim)
+        self.encoded = 0
+
+    def encode_passages(self, texts, **kw):  # type: ignore[override]
+        self.encoded += len(texts)
+        return super().encode_passages(texts, **kw)
+
+
+@pytest.fixture()
+def docs(tmp_path: Path) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "policy.txt").write_text(EN * 3)
+    (d / "zh.md").write_text(ZH * 3, encoding="utf-8")
+    (d / "animals.txt").write_text("Cats and dogs are common pets. Parrots can learn words. " * 4)
+    return d
+
+
+def open_kb(tmp_path: Path, emb: HashEmbedder | None = None, **kw) -> KnowledgeBase:
+    return KnowledgeBase.open(tmp_path / "kb", embedder=emb or CountingEmbedder(), **kw)
+
+
+def test_add_is_idempotent_and_searchable(tmp_path: Path, docs: Path) -> None:
+    emb = CountingEmbedder()
+    kb = open_kb(tmp_path, emb)
+    report = kb.add([docs])
+    assert [f.status for f in report.files] == ["added"] * 3 and report.ok
+    first = emb.encoded
+    assert first == sum(f.chunks for f in report.files) > 0
+    again = kb.add([docs / "*.txt", docs / "zh.md"])
+    assert {f.status for f in again.files} == {"unchanged"} and emb.encoded == first
+    for mode in ("hybrid", "dense", "bm25"):
+        hits = kb.search("refund policy returns", k=2, mode=mode)
+        assert hits[0].title == "policy" and hits[0].page == 1, mode
+    zh = kb.search("退货政策", k=1, mode="bm25")[0]
+    assert zh.title == "zh" and zh.text in (ZH * 3)
+    kb.close()
+
+
+def test_changed_file_replaces_its_chunks(tmp_path: Path, docs: Path) -> None:
+    kb = open_kb(tmp_path)
+    kb.add([docs])
+    (docs / "policy.txt").write_text("Shipping takes five business days. " * 5)
+    report = kb.add([docs / "policy.txt"])
+    assert report.files[0].status == "replaced"
+    assert len(kb.documents()) == 3
+    assert all("refund" not in h.text for h in kb.search("refund policy", k=10, mode="bm25"))
+    kb.close()
+
+
+def test_remove_and_sync(tmp_path: Path, docs: Path) -> None:
+    kb = open_kb(tmp_path)
+    kb.add([docs])
+    assert kb.remove("animals.txt").title == "animals"
+    with pytest.raises(DocumentNotFound, match="no document matches"):
+        kb.remove("nothing-like-this")
+    (docs / "zh.md").unlink()
+    (docs / "new.txt").write_text("A brand new document about solar panels. " * 3)
+    report = kb.sync(docs)
+    statuses = {Path(f.path).name: f.status for f in report.files}
+    assert statuses == {"animals.txt": "added", "new.txt": "added", "policy.txt": "unchanged",
+                        "zh.md": "removed"}
+    assert sorted(d.title for d in kb.documents()) == ["animals", "new", "policy"]
+    kb.close()
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path: Path, docs: Path) -> None:
+    (docs / "empty.pdf").write_bytes(b"")
+    (docs / "notes.docx").write_bytes(b"PK\x03\x04")
+    kb = open_kb(tmp_path)
+    report = kb.add([docs, docs / "notes.docx", str(docs / "missing-*.pdf")])
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert by_name["empty.pdf"].status == "failed" and by_name["empty.pdf"].reason
+    assert by_name["notes.docx"].status == "failed"
+    assert any("missing-" in f.path and f.status == "failed" for f in report.files)
+    assert sum(f.status == "added" for f in report.files) == 3 and not report.ok
+    kb.close()
+
+
+def test_search_validates_input(tmp_path: Path, docs: Path) -> None:
+    kb = open_kb(tmp_path)
+    kb.add([docs])
+    for bad in (dict(query=" "), dict(query="x", k=0), dict(query="x", mode="magic")):
+        with pytest.raises(BadQuery):
+            kb.search(**bad)
+    kb.close()
+
+
+def test_other_embedder_is_refused_and_reindex_rebuilds(tmp_path: Path, docs: Path) -> None:
+    kb = open_kb(tmp_path, CountingEmbedder(dim=64))
+    kb.add([docs])
+    kb.close()
+    with pytest.raises(EmbedderMismatch, match="index reindex"):
+        open_kb(tmp_path, CountingEmbedder(dim=32))
+    with pytest.raises(EmbedderMismatch, match="max_tokens"):
+        open_kb(tmp_path, CountingEmbedder(dim=64), max_tokens=100)
+    kb = open_kb(tmp_path, CountingEmbedder(dim=64))
+    new = kb.reindex(CountingEmbedder(dim=32), max_tokens=60, overlap=10)
+    assert new.embedder.dim == 32 and len(new.documents()) == 3
+    assert new.search("refund policy", k=1)[0].title == "policy"
+    assert all(new.embedder.count_tokens(h.text) <= 60 for h in new.search("policy", k=20))
+    new.close()
+    reopened = open_kb(tmp_path, CountingEmbedder(dim=32))  # the new settings are recorded
+    assert reopened.config.max_tokens == 60
+    reopened.close()
+
+
+def test_stale_derived_indexes_are_rebuilt(tmp_path: Path, docs: Path) -> None:
+    kb = open_kb(tmp_path)
+    kb.add([docs])
+    kb.close()
+    (tmp_path / "kb" / "derived.json").unlink()
+    (tmp_path / "kb" / "faiss.index").write_bytes(b"garbage")
+    kb = open_kb(tmp_path)
+    assert kb.search("parrots learn words", k=1)[0].title == "animals"
+    kb.close()
+
+
+def test_second_writer_gets_locked_by_pid(tmp_path: Path, docs: Path) -> None:
+    (tmp_path / "kb").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from index.lock import WriteLock
+        with WriteLock({str(tmp_path / 'kb')!r}):
+            print("held", flush=True)
+            time.sleep(30)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        kb = open_kb(tmp_path, lock_timeout_s=0.5)
+        with pytest.raises(KBLocked, match=f"locked by pid {holder.pid}"):
+            kb.add([docs])
+        kb.close()
+    finally:
+        holder.kill()
+        holder.wait()
+    with WriteLock(tmp_path / "kb", timeout_s=1):  # released by the kernel on kill -9
+        pass
+
+
+CRASHER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import index.pipeline as pipeline
+from index.embedder import HashEmbedder
+from index.kb import KnowledgeBase
+pipeline.BATCH_CHUNKS = 1          # commit document by document
+class Slow(HashEmbedder):
+    def encode_passages(self, texts, **kw):
+        time.sleep({delay})
+        return super().encode_passages(texts, **kw)
+kb = KnowledgeBase.open({kb!r}, embedder=Slow(dim=64))
+print("start", flush=True)
+report = kb.add([{docs!r}])
+print("done", sum(f.status == "added" for f in report.files), flush=True)
+"""
+
+
+def test_kill_9_mid_ingest_leaves_a_loadable_kb_and_the_next_run_completes(tmp_path: Path) -> None:
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"doc{i:02d}.txt").write_text(f"Document number {i} talks about topic {i}. " * 5)
+    script = CRASHER.format(root=str(ROOT), kb=str(tmp_path / "kb"), docs=str(docs), delay=0.15)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kb = KnowledgeBase.open(tmp_path / "kb", embedder=HashEmbedder(dim=64))
+    stored = len(kb.documents())
+    assert 0 < stored < 30
+    assert kb.search("Document number topic", k=3)  # loadable, indexes rebuilt from the store
+    report = kb.add([docs])
+    assert report.count("unchanged") == stored and report.count("added") == 30 - stored
+    assert len(kb.search("topic", k=100, mode="bm25")) == 30
+    kb.close()
+
+
+def test_langchain_retriever(tmp_path: Path, docs: Path) -> None:
+    from index.langchain import KnowledgeBaseRetriever
+
+    kb = open_kb(tmp_path)
+    kb.add([docs])
+    got = KnowledgeBaseRetriever(kb=kb, k=2).invoke("refund policy")
+    assert got[0].metadata["title"] == "policy" and got[0].metadata["page"] == 1
+    assert "refund" in got[0].page_content
+    kb.close()
+
+
+def test_vectors_round_trip_through_the_store(tmp_path: Path, docs: Path) -> None:
+    emb = CountingEmbedder()
+    kb = open_kb(tmp_path, emb)
+    kb.add([docs / "policy.txt"])
+    ids, vecs = next(kb.store.iter_vectors(emb.dim))
+    texts = [h.text for h in kb.search("refund", k=len(ids), mode="bm25")]
+    assert np.allclose(np.sort(vecs @ vecs.T, axis=None)[-1], 1.0, atol=1e-5)
+    assert len(texts) == len(ids)
+    kb.close()
+
+
+def test_cli_add_list_search_rm_json(tmp_path: Path, docs: Path) -> None:
+    env = os.environ | {"QDA_KB": str(tmp_path / "kb")}
+
+    def run(app: str, *args: str) -> subprocess.CompletedProcess:
+        code = f"import sys; from index.cli import {app}_app as app; sys.argv[0] = {app!r}; app()"
+        return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
+    added = run("ingest", "add", str(docs), "--embedder", "hash-64", "--json")
+    assert added.returncode == 1, added.stderr  # one file failed: non-zero exit
+    report = json.loads(added.stdout)
+    assert report["counts"]["added"] == 3 and report["counts"]["failed"] == 1
+    listed = json.loads(run("ingest", "list", "--json").stdout)
+    assert sorted(d["title"] for d in listed) == ["animals", "policy", "zh"]
+    hits = json.loads(run("index", "search", "refund policy", "--k", "2", "--json").stdout)
+    assert hits[0]["title"] == "policy" and hits[0]["rank"] == 1 and hits[0]["page_start"] == 1
+    assert run("ingest", "rm", "policy.txt").returncode == 0
+    missing = run("ingest", "rm", "policy.txt")
+    assert missing.returncode == 2 and "no document matches" in missing.stderr
+
+
+def test_ingest_help_does_not_import_torch() -> None:
+    code = ("import sys\nfrom index.cli import ingest_app\n"
+            "try:\n    ingest_app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "add" in out.stdout and time.monotonic() - start < 3  # < 1 s measured; slack for CI load
