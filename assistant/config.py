@@ -1,0 +1,133 @@
+"""Configuration of the assistant: one frozen dataclass, validated on construction.
+
+CLI flags of ``assistant ask`` / ``chat`` / ``serve`` map 1:1 to the fields.
+
+>>> AssistantConfig(kb="kb", k=3, temperature=0.7).k
+3
+>>> AssistantConfig(thinking=True).thinking          # booleans are accepted and normalised
+'on'
+>>> AssistantConfig(k=0, mode="fuzzy")               # doctest: +IGNORE_EXCEPTION_DETAIL
+Traceback (most recent call last):
+assistant.errors.ConfigError: k=0 must be >= 1; mode='fuzzy' is not one of hybrid, dense, bm25
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.errors import ConfigError
+from index.config import MODES, default_kb
+
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+THINKING = ("auto", "off", "on")
+CONDENSE = ("llm", "heuristic", "off")
+MARGIN_TOKENS = 32  # head-room below the context length for template/tokenizer differences
+
+# Abstain when the dense cosine of the best chunk is below this, per embedder. Measured by
+# bench/abstain_calibration.py (zh_rgb, scifact and a zh medical corpus; each corpus's own
+# questions vs the other corpora's and everyday off-topic ones): at 0.82 e5-small refuses 0-2 %
+# of answerable questions per corpus (0.5 % overall) and 40-90 % of unanswerable ones (60 %
+# overall); at 0.83 scifact already loses 3 %. Embedders not listed never abstain by default
+# (threshold -1): their cosine scales differ (hash-64 or MiniLM put related text far lower).
+CALIBRATED_THRESHOLDS: dict[str, float] = {
+    "multilingual-e5-small": 0.82,
+}
+NEVER_ABSTAIN = -1.0
+
+
+@dataclass(frozen=True)
+class AssistantConfig:
+    """Everything an :class:`assistant.Assistant` needs (see ``assistant ask --help``)."""
+
+    kb: Path | str = field(default_factory=default_kb)  # knowledge-base folder ($QDA_KB or ./kb)
+    model: str = DEFAULT_MODEL  # HF id, local folder (base or merged model), or endpoint model name
+    adapter: str | None = None  # PEFT adapter folder (LoRA) applied on top of ``model``
+    endpoint: str | None = None  # OpenAI-compatible base URL (e.g. http://localhost:8000/v1)
+    api_key: str | None = None  # for ``endpoint``; None: $OPENAI_API_KEY or a placeholder
+    k: int = 5  # chunks retrieved per question
+    mode: str = "hybrid"  # retrieval: hybrid | dense | bm25
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0: greedy decoding
+    top_p: float = 0.8  # nucleus sampling, used only when temperature > 0 (Qwen3's advice)
+    # Qwen3 thinking: auto (what the adapter was trained with, per its run card; else off) | off | on.
+    # The reasoning is returned separately (Answer.reasoning), never in the answer text.
+    thinking: str = "auto"
+    retrieval_only: bool = False  # no model: the answer lists the retrieved passages
+    abstain_threshold: float | None = None  # dense cosine; None: calibrated for the embedder
+    system_prompt: str | None = None  # None: the adapter's run card prompt, else the default
+    embedder: str | None = None  # None: the one the knowledge base was built with
+    context_tokens: int | None = None  # None: the model's context length (endpoint: 8192)
+    condense: str = "llm"  # follow-ups made standalone by: llm | heuristic | off
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    timeout_s: float = 120.0  # endpoint request timeout, seconds
+
+    def __post_init__(self) -> None:
+        if isinstance(self.thinking, bool):
+            object.__setattr__(self, "thinking", "on" if self.thinking else "off")
+        problems = _problems(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def threshold_for(self, embedder_name: str) -> float:
+        """The abstain threshold in force for a knowledge base built with ``embedder_name``.
+
+        >>> AssistantConfig().threshold_for("hash-64"), AssistantConfig(abstain_threshold=0.3).threshold_for("x")
+        (-1.0, 0.3)
+        """
+        if self.abstain_threshold is not None:
+            return self.abstain_threshold
+        return CALIBRATED_THRESHOLDS.get(Path(embedder_name).name, NEVER_ABSTAIN)
+
+
+def _problems(c: AssistantConfig) -> list[str]:
+    out = []
+    if not str(c.kb).strip():
+        out.append("kb is empty: give the knowledge-base folder (--kb)")
+    if not isinstance(c.model, str) or not c.model.strip():
+        out.append(f"model={c.model!r} must name a model (HF id or local folder)")
+    if not isinstance(c.k, int) or isinstance(c.k, bool) or not 1 <= c.k <= 200:
+        out.append(f"k={c.k!r} must be >= 1" + (" and <= 200" if isinstance(c.k, int) else ""))
+    if c.mode not in MODES:
+        out.append(f"mode={c.mode!r} is not one of {', '.join(MODES)}")
+    if not isinstance(c.max_new_tokens, int) or c.max_new_tokens < 1:
+        out.append(f"max_new_tokens={c.max_new_tokens!r} must be an integer >= 1")
+    if not isinstance(c.temperature, (int, float)) or not 0 <= c.temperature <= 5:
+        out.append(f"temperature={c.temperature!r} must be between 0 (greedy) and 5")
+    if not isinstance(c.top_p, (int, float)) or not 0 < c.top_p <= 1:
+        out.append(f"top_p={c.top_p!r} must be in (0, 1]")
+    if c.thinking not in THINKING:
+        out.append(f"thinking={c.thinking!r} is not one of {', '.join(THINKING)}")
+    if c.condense not in CONDENSE:
+        out.append(f"condense={c.condense!r} is not one of {', '.join(CONDENSE)}")
+    if c.abstain_threshold is not None and not -1 <= c.abstain_threshold <= 1:
+        out.append(f"abstain_threshold={c.abstain_threshold!r} is a cosine: give a value in [-1, 1]")
+    if c.system_prompt is not None and not str(c.system_prompt).strip():
+        out.append("system_prompt is blank: give a prompt or leave it out")
+    if c.context_tokens is not None and (not isinstance(c.context_tokens, int) or c.context_tokens < 256):
+        out.append(f"context_tokens={c.context_tokens!r} must be an integer >= 256")
+    if c.context_tokens is not None and isinstance(c.context_tokens, int) and isinstance(c.max_new_tokens, int) \
+            and c.max_new_tokens + MARGIN_TOKENS + 64 > c.context_tokens:
+        out.append(f"max_new_tokens={c.max_new_tokens} leaves no room for the prompt in "
+                   f"context_tokens={c.context_tokens}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(c.device)):
+        out.append(f"device={c.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if not c.timeout_s or c.timeout_s <= 0:
+        out.append(f"timeout_s={c.timeout_s!r} must be > 0")
+    out += _endpoint_problems(c)
+    return out
+
+
+def _endpoint_problems(c: AssistantConfig) -> list[str]:
+    out = []
+    if c.endpoint is not None and not re.match(r"https?://\S+$", c.endpoint):
+        out.append(f"endpoint={c.endpoint!r} must be an http(s) URL such as http://localhost:8000/v1")
+    if c.adapter is not None:
+        path = Path(c.adapter).expanduser()
+        if c.endpoint:
+            out.append("adapter only applies to a local model: load the adapter in the server behind "
+                       f"--endpoint instead (or drop --endpoint {c.endpoint})")
+        elif not (path / "adapter_config.json").is_file():
+            out.append(f"adapter={c.adapter!r} is not a PEFT adapter folder (no adapter_config.json "
+                       "there); give the folder `finetune train` wrote")
+    return out

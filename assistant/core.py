@@ -1,0 +1,356 @@
+"""The assistant: condense the question, retrieve, abstain or build the prompt, generate, cite.
+
+>>> from assistant import Assistant
+>>> bot = Assistant(kb="kb", model="path/to/Qwen3-0.6B")              # doctest: +SKIP
+>>> answer = bot.ask("退货政策是什么？")                                  # doctest: +SKIP
+>>> answer.text, [(c.title, c.page) for c in answer.citations]         # doctest: +SKIP
+('购买后三十天内可以退货 [1]。', [('policy', 2)])
+>>> for piece in bot.ask("What about refunds?", history=[...], stream=True):  # doctest: +SKIP
+...     print(piece if isinstance(piece, str) else piece.citations)
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from assistant.backends import Backend, GenParams, ThinkSplitter, make_backend
+from assistant.citations import all_citations, extract_citations
+from assistant.condense import condense
+from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AssistantConfig
+from assistant.errors import ConfigError, KnowledgeBaseError
+from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source
+from assistant.records import Answer, Timings
+from index.records import Hit
+
+ABSTAIN_EN = "The documents do not contain this information."
+ABSTAIN_ZH = "文档中没有包含这方面的信息。"
+CALL_OVERRIDES = ("k", "mode", "temperature", "top_p", "max_new_tokens", "thinking", "retrieval_only",
+                  "abstain_threshold", "system_prompt", "condense")
+CONDENSE_TOKENS = 64  # a standalone question is short
+RUN_CARD = "run_card.json"
+
+
+def is_chinese(text: str) -> bool:
+    """True when CJK characters outnumber Latin words (a CJK character carries about a word).
+
+    >>> is_chinese("什么是 RAG？"), is_chinese("What is 红茶?")
+    (True, False)
+    """
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
+    words = sum(1 for w in text.split() if any(c.isascii() and c.isalpha() for c in w))
+    return cjk > words
+
+
+def abstain_message(question: str) -> str:
+    return ABSTAIN_ZH if is_chinese(question) else ABSTAIN_EN
+
+
+def run_card(adapter: str | Path | None) -> dict:
+    """The adapter's ``run_card.json`` (written by ``finetune train`` in the adapter folder, or
+    beside it); {} when there is none or it is unreadable (an adapter trained elsewhere)."""
+    if not adapter:
+        return {}
+    for card in (Path(adapter) / RUN_CARD, Path(adapter).parent / RUN_CARD):
+        try:
+            data = json.loads(card.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def adapter_system_prompt(adapter: str | Path | None) -> str | None:
+    """The system prompt the adapter was trained with (run card key ``system``), if any."""
+    card = run_card(adapter)
+    value = card.get("system") or card.get("system_prompt")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def normalise_history(history: Sequence[Any] | None) -> list[dict]:
+    """``[{"role", "content"}, ...]`` from messages (Gradio/OpenAI style) or (user, assistant) pairs."""
+    out: list[dict] = []
+    for i, item in enumerate(history or []):
+        if isinstance(item, Mapping):
+            role, content = item.get("role"), item.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+            if role == "system":
+                continue
+            if role not in ("user", "assistant") or not isinstance(content, str):
+                raise ConfigError(f"history[{i}] must have role user/assistant and text content, got {item!r}")
+            out.append({"role": role, "content": content})
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            out += [{"role": r, "content": str(c)} for r, c in zip(("user", "assistant"), item) if c]
+        else:
+            raise ConfigError(f"history[{i}] must be a message dict or a (user, assistant) pair, got {item!r}")
+    return out
+
+
+class _Clock:
+    """Stage timings of one ask (seconds since its start)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.marks: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def first_token(self) -> None:
+        self.marks.setdefault("first_token_s", self.elapsed())
+
+
+@dataclass
+class _Call:
+    """Everything one ask works on; nothing here is shared between calls."""
+
+    question: str
+    history: list[dict]
+    cfg: AssistantConfig
+    use_adapter: bool
+    clock: _Clock
+    standalone: str = ""
+    hits: tuple[Hit, ...] = ()
+    timings: dict[str, float] | None = None
+
+    def timed(self, **extra: float) -> Timings:
+        t = dict(self.timings or {}, **extra)
+        t.setdefault("first_token_s", self.clock.marks.get("first_token_s", 0.0))
+        return Timings(**t, total_s=self.clock.elapsed())
+
+
+class Assistant:
+    """Retrieval-augmented answers with citations over a knowledge base (thread-safe).
+
+    ``Assistant(kb="kb", model="Qwen/Qwen3-0.6B", adapter=None, **fields)`` or
+    ``Assistant(config=AssistantConfig(...))``; ``kb`` may also be an open ``KnowledgeBase``
+    and ``backend`` any :class:`assistant.backends.Backend`. Models load on first use.
+    """
+
+    def __init__(self, kb: Any = None, model: str | None = None, adapter: str | None = None, *,
+                 config: AssistantConfig | None = None, backend: Backend | None = None, **settings: Any) -> None:
+        given = {k: v for k, v in dict(model=model, adapter=adapter, **settings).items() if v is not None}
+        if kb is not None and not hasattr(kb, "search"):
+            given["kb"] = kb
+        unknown = sorted(set(given) - {f.name for f in fields(AssistantConfig)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see AssistantConfig")
+        self.config = replace(config, **given) if config else AssistantConfig(**given)
+        self._kb = kb if kb is not None and hasattr(kb, "search") else None
+        if self._kb is None and not (Path(self.config.kb) / "kb.sqlite").is_file():
+            raise KnowledgeBaseError(f"knowledge base {self.config.kb} does not exist; create it with "
+                                     f"`ingest add --kb {self.config.kb} DOCS...` or point --kb at one")
+        self._backend = backend
+        self._lock = threading.Lock()
+
+    # -- lazily opened parts ------------------------------------------------------------
+    @property
+    def kb(self) -> Any:
+        with self._lock:
+            if self._kb is None:
+                from index.kb import KnowledgeBase
+
+                kb = KnowledgeBase.open(self.config.kb, embedder=self.config.embedder)
+                kb.embedder = QueryMemo(kb.embedder)  # the abstain check re-encodes the query
+                self._kb = kb
+        return self._kb
+
+    @property
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = make_backend(self.config)
+        return self._backend
+
+    def close(self) -> None:
+        if self._kb is not None and hasattr(self._kb, "close"):
+            self._kb.close()
+
+    # -- asking ---------------------------------------------------------------------------
+    def ask(self, question: str, history: Sequence[Any] | None = None, k: int | None = None,
+            stream: bool = False, **overrides: Any) -> Answer | Iterator[str | Answer]:
+        """Answer ``question`` from the knowledge base, citing sources as [n].
+
+        ``history``: earlier messages (oldest first). Per-call overrides: k, mode,
+        temperature, top_p, max_new_tokens, thinking, retrieval_only, abstain_threshold,
+        system_prompt, condense, use_adapter (False: the base model without the adapter).
+        ``stream=True`` returns an iterator of text pieces ending with the final Answer.
+        """
+        call = self._start(question, history, k, overrides)
+        self._retrieve(call)
+        if self._abstains(call):
+            return self._fixed(call, abstain_message(question), abstained=True, stream=stream)
+        if call.cfg.retrieval_only:
+            text = "\n\n".join(format_source(i, h) for i, h in enumerate(call.hits, 1))
+            return self._fixed(call, text, abstained=False, stream=stream, sources=call.hits)
+        messages, sources = self._prompt(call)
+        gen_start = call.clock.elapsed()
+        pieces = self.backend.generate(messages, self._params(call.cfg, call.use_adapter), stream=stream,
+                                       on_first_token=call.clock.first_token)
+        answer = self._answers(call, pieces, tuple(sources), gen_start)
+        return answer if stream else _last(answer)
+
+    def prompt(self, question: str, history: Sequence[Any] | None = None, k: int | None = None,
+               **overrides: Any) -> tuple[list[dict], list[Hit]]:
+        """The chat messages (and the sources in them) ``ask`` would send to the model."""
+        call = self._start(question, history, k, overrides)
+        self._retrieve(call)
+        return self._prompt(call)
+
+    def _start(self, question: str, history: Sequence[Any] | None, k: int | None,
+               overrides: dict[str, Any]) -> _Call:
+        clock = _Clock()
+        use_adapter = overrides.pop("use_adapter", True)
+        unknown = sorted(set(overrides) - set(CALL_OVERRIDES))
+        if unknown:
+            raise ConfigError(f"ask() does not take {', '.join(unknown)}; per-call settings are "
+                              f"{', '.join(CALL_OVERRIDES)}, use_adapter")
+        if k is not None:
+            overrides["k"] = k
+        cfg = replace(self.config, **overrides) if overrides else self.config
+        if not isinstance(question, str) or not question.strip():
+            raise ConfigError(f"the question is empty ({question!r})")
+        if not isinstance(use_adapter, bool):
+            raise ConfigError(f"use_adapter={use_adapter!r} must be True or False")
+        return _Call(question.strip(), normalise_history(history), cfg, use_adapter, clock)
+
+    def _retrieve(self, call: _Call) -> None:
+        cfg, clock = call.cfg, call.clock
+        generate = None if cfg.retrieval_only else self._condense_generate
+        call.standalone = condense(call.question, call.history, method=cfg.condense, generate=generate)
+        condensed = clock.elapsed()
+        call.hits = tuple(self.kb.search(call.standalone, k=cfg.k, mode=cfg.mode))
+        call.timings = {"condense_s": condensed, "retrieval_s": clock.elapsed() - condensed}
+
+    def _condense_generate(self, messages: list[dict]) -> str:
+        params = GenParams(max_new_tokens=CONDENSE_TOKENS, temperature=0.0, thinking=False, use_adapter=False)
+        return "".join(self.backend.generate(messages, params))
+
+    def _abstains(self, call: _Call) -> bool:
+        threshold = call.cfg.threshold_for(getattr(self.kb.embedder, "name", ""))
+        if not call.hits:
+            return True
+        if threshold <= NEVER_ABSTAIN:
+            return False
+        start = call.clock.elapsed()
+        best = top_cosine(self.kb, call.standalone, call.cfg.mode, call.hits)
+        call.timings["retrieval_s"] += call.clock.elapsed() - start
+        return best < threshold
+
+    def _prompt(self, call: _Call) -> tuple[list[dict], list[Hit]]:
+        start = call.clock.elapsed()
+        backend, cfg = self.backend, call.cfg
+        thinking = self.thinking(cfg, call.use_adapter)
+        budget = backend.context_tokens() - cfg.max_new_tokens - MARGIN_TOKENS
+        out = build_messages(call.question, call.hits, call.history, system=self.system_prompt(cfg, call.use_adapter),
+                             count_tokens=lambda m: backend.count_tokens(m, thinking=thinking), budget=budget)
+        call.timings["prompt_s"] = call.clock.elapsed() - start
+        return out
+
+    def system_prompt(self, cfg: AssistantConfig | None = None, use_adapter: bool = True) -> str:
+        """The explicit system prompt, else the adapter's (while it is used), else the default."""
+        cfg = cfg or self.config
+        if cfg.system_prompt:
+            return cfg.system_prompt
+        card = adapter_system_prompt(cfg.adapter) if cfg.adapter and use_adapter else None
+        return card or DEFAULT_SYSTEM_PROMPT
+
+    def thinking(self, cfg: AssistantConfig | None = None, use_adapter: bool = True) -> bool:
+        """``on``/``off`` as set; ``auto``: the run card's ``enable_thinking`` while the adapter is used."""
+        cfg = cfg or self.config
+        if cfg.thinking != "auto":
+            return cfg.thinking == "on"
+        return bool(cfg.adapter and use_adapter and run_card(cfg.adapter).get("enable_thinking") is True)
+
+    def _params(self, cfg: AssistantConfig, use_adapter: bool) -> GenParams:
+        return GenParams(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature),
+                         top_p=float(cfg.top_p), thinking=self.thinking(cfg, use_adapter), use_adapter=use_adapter)
+
+    def _fixed(self, call: _Call, text: str, *, abstained: bool, stream: bool,
+               sources: tuple[Hit, ...] = ()) -> Answer | Iterator[str | Answer]:
+        call.clock.first_token()
+        answer = Answer(text=text, citations=all_citations(sources), hits=call.hits, sources=sources,
+                        abstained=abstained, question=call.question, standalone_question=call.standalone,
+                        timings=call.timed())
+        return iter([text, answer]) if stream else answer
+
+    def _answers(self, call: _Call, pieces: Iterator[str], sources: tuple[Hit, ...],
+                 gen_start: float) -> Iterator[str | Answer]:
+        splitter = ThinkSplitter()
+        try:
+            for raw in pieces:
+                out = splitter.feed(raw)
+                if out:
+                    yield out
+        finally:  # closed early by the consumer: stop the generation behind it now
+            getattr(pieces, "close", lambda: None)()
+        tail = splitter.finish()
+        if tail:
+            yield tail
+        text = splitter.answer
+        yield Answer(text=text, citations=extract_citations(text, sources), hits=call.hits, sources=sources,
+                     reasoning=splitter.reasoning, question=call.question, standalone_question=call.standalone,
+                     timings=call.timed(generation_s=call.clock.elapsed() - gen_start))
+
+
+class QueryMemo:
+    """An embedder that remembers its last query vectors (everything else passes through).
+
+    In hybrid mode the abstain check runs a second, dense search for the same query; without
+    this the query is embedded twice (e5 on CPU: ~15 ms idle, seconds on a busy machine).
+    """
+
+    SIZE = 64  # queries remembered
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._memo: OrderedDict[str, Any] = OrderedDict()
+        self._memo_lock = threading.Lock()
+
+    def encode_queries(self, texts: Sequence[str]) -> Any:
+        if len(texts) != 1:
+            return self.inner.encode_queries(texts)
+        with self._memo_lock:
+            vec = self._memo.get(texts[0])
+            if vec is not None:
+                self._memo.move_to_end(texts[0])
+                return vec
+        vec = self.inner.encode_queries(texts)
+        vec.setflags(write=False)  # shared between calls
+        with self._memo_lock:
+            self._memo[texts[0]] = vec
+            while len(self._memo) > self.SIZE:
+                self._memo.popitem(last=False)
+        return vec
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"QueryMemo({self.inner!r})"
+
+
+def _last(items: Iterator[Any]) -> Any:
+    last = None
+    for last in items:
+        pass
+    return last
+
+
+def top_cosine(kb: Any, query: str, mode: str, hits: Sequence[Hit]) -> float:
+    """The dense cosine of the best chunk for ``query`` (what the abstain threshold is compared to)."""
+    if getattr(getattr(kb, "config", None), "reranker", None):  # scores are the reranker's: recompute
+        import numpy as np
+
+        q = kb.embedder.encode_queries([query])[0]
+        return float(np.max(kb.embedder.encode_passages([h.text for h in hits[:3]]) @ q))
+    if mode == "dense":
+        return hits[0].score
+    best = kb.search(query, k=1, mode="dense")
+    return best[0].score if best else -1.0

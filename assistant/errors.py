@@ -1,0 +1,26 @@
+"""Typed errors of the assistant; the CLI (and the UI/server) turn them into friendly messages."""
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base class of assistant errors."""
+
+
+class ConfigError(AssistantError, ValueError):
+    """A setting is invalid (every problem is listed in the message)."""
+
+
+class ModelLoadError(AssistantError):
+    """The base model, the adapter or the tokenizer could not be loaded."""
+
+
+class PromptTooLong(AssistantError):
+    """Even without sources and history, the question does not fit the model's context."""
+
+
+class BackendError(AssistantError):
+    """The generation backend failed (e.g. the OpenAI-compatible endpoint answered an error)."""
+
+
+class KnowledgeBaseError(AssistantError):
+    """The knowledge base could not be opened or searched."""

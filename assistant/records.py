@@ -1,0 +1,57 @@
+"""Shared records of the assistant: citations, timings and answers (frozen dataclasses)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from index.records import Hit
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A source the answer actually cited as ``[number]``, mapped back to its document and page."""
+
+    number: int  # the n of [n] in the answer text (1-based, as numbered in the prompt)
+    title: str
+    path: str
+    page: int  # first page of the cited chunk
+    page_end: int
+    char_start: int  # offset into page ``page``'s text
+    char_end: int  # exclusive offset into page ``page_end``'s text
+    score: float
+    snippet: str
+    doc_sha256: str
+
+    @classmethod
+    def from_hit(cls, number: int, hit: Hit, snippet_chars: int = 240) -> "Citation":
+        text = " ".join(hit.text.split())
+        snippet = text if len(text) <= snippet_chars else text[:snippet_chars] + "…"
+        return cls(number=number, title=hit.title, path=hit.path, page=hit.page_start,
+                   page_end=hit.page_end, char_start=hit.char_start, char_end=hit.char_end,
+                   score=hit.score, snippet=snippet, doc_sha256=hit.doc_sha256)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent per stage of one ``ask``."""
+
+    condense_s: float = 0.0
+    retrieval_s: float = 0.0
+    prompt_s: float = 0.0
+    first_token_s: float = 0.0  # from the start of ``ask`` to the first generated text
+    generation_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer text, the citations it used, every retrieved hit, and how it was made."""
+
+    text: str
+    citations: tuple[Citation, ...] = ()
+    hits: tuple[Hit, ...] = ()
+    sources: tuple[Hit, ...] = ()  # the hits that fitted in the prompt, numbered [1], [2], ...
+    abstained: bool = False  # True: retrieval found nothing relevant; the model was not called
+    reasoning: str = ""  # the model's <think> content when thinking is on
+    question: str = ""
+    standalone_question: str = ""  # the question used for retrieval (condensed from history)
+    timings: Timings = field(default_factory=Timings)

@@ -1,0 +1,307 @@
+"""An OpenAI-compatible HTTP API over an :class:`assistant.Assistant` (``assistant serve``).
+
+``POST /v1/chat/completions`` (plain or streamed as server-sent events, in OpenAI's chunk
+format ending with ``data: [DONE]``) and ``GET /v1/models``. The last user message is the
+question, earlier user/assistant messages are the history, system messages replace the
+system prompt. Citations come back in an extra ``citations`` list on the response (and on
+the last chunk of a stream). Extra request fields ``k``, ``mode``, ``thinking``,
+``retrieval_only`` and ``use_adapter`` are per-request settings (``extra_body`` in the
+``openai`` client).
+
+>>> from openai import OpenAI                                        # doctest: +SKIP
+>>> client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")  # doctest: +SKIP
+>>> r = client.chat.completions.create(model="assistant",            # doctest: +SKIP
+...     messages=[{"role": "user", "content": "What is the refund policy?"}])
+>>> r.choices[0].message.content, r.model_extra["citations"]          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+    from assistant.core import Assistant
+    from assistant.records import Answer
+
+log = logging.getLogger(__name__)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+# -- request schema ---------------------------------------------------------------------
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ...: accepted, not used
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[TextPart], None] = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    """The fields of OpenAI's chat-completion request we honour, plus our retrieval settings."""
+
+    model_config = ConfigDict(extra="ignore")  # seed, user, stop, ...: accepted, not used
+
+    model: str | None = None
+    messages: list[Message]
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    n: int = Field(1, ge=1, le=1, description="only one choice is generated")
+    # our extensions (extra_body in the openai client)
+    k: int | None = Field(None, ge=1, le=200)
+    mode: Literal["hybrid", "dense", "bm25"] | None = None
+    thinking: Union[bool, Literal["on", "off"], None] = None
+    retrieval_only: bool | None = None
+    use_adapter: bool | None = None
+
+
+class RequestError(Exception):
+    """A well-formed request we cannot serve (HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def split_messages(messages: list[Message]) -> tuple[str, list[dict], str | None]:
+    """(question, history, system prompt or None) from the request's messages."""
+    if not messages:
+        raise RequestError("messages is empty: send at least one user message", "messages")
+    if messages[-1].role != "user":
+        raise RequestError(f"the last message must come from the user (it is from {messages[-1].role!r}): "
+                           "it is the question", "messages")
+    question = messages[-1].text()
+    if not question.strip():
+        raise RequestError("the last user message is empty: it is the question", "messages")
+    systems = [m.text() for m in messages if m.role in ("system", "developer") and m.text().strip()]
+    history = [{"role": m.role, "content": m.text()} for m in messages[:-1] if m.role in ("user", "assistant")]
+    return question, history, "\n\n".join(systems) or None
+
+
+def ask_overrides(req: ChatRequest, system: str | None) -> dict[str, Any]:
+    """The per-call settings of ``Assistant.ask`` the request sets."""
+    out: dict[str, Any] = {"temperature": req.temperature, "top_p": req.top_p,
+                           "max_new_tokens": req.max_completion_tokens or req.max_tokens,
+                           "system_prompt": system, "k": req.k, "mode": req.mode,
+                           "retrieval_only": req.retrieval_only, "use_adapter": req.use_adapter}
+    if req.thinking is not None:
+        out["thinking"] = req.thinking if isinstance(req.thinking, str) else ("on" if req.thinking else "off")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# -- responses --------------------------------------------------------------------------
+def citations_json(answer: "Answer") -> list[dict]:
+    return [asdict(c) for c in answer.citations]
+
+
+def sources_json(answer: "Answer") -> list[dict]:
+    """Every passage the model was given, numbered as in the prompt (cited or not)."""
+    from assistant.citations import all_citations
+
+    return [asdict(c) for c in all_citations(answer.sources)]
+
+
+def extra_fields(answer: "Answer") -> dict:
+    """Our additions to OpenAI's response: citations, sources, abstained."""
+    return {"citations": citations_json(answer), "sources": sources_json(answer), "abstained": answer.abstained}
+
+
+def completion(answer: "Answer", model: str, cid: str, created: int) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning  # the convention of vLLM/DeepSeek
+    return {"id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+            **extra_fields(answer)}
+
+
+def chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = None, **extra: Any) -> str:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def sse_stream(pieces: Iterator[Any], model: str, cid: str, created: int) -> Iterator[str]:
+    """OpenAI chunks for ``Assistant.ask(stream=True)``'s pieces; the final Answer's citations last."""
+    yield chunk(cid, created, model, {"role": "assistant", "content": ""})
+    try:
+        for piece in pieces:
+            if isinstance(piece, str):
+                if piece:
+                    yield chunk(cid, created, model, {"content": piece})
+                continue
+            extra = {"reasoning_content": piece.reasoning} if piece.reasoning else {}
+            yield chunk(cid, created, model, extra, "stop", **extra_fields(piece))
+    except Exception as e:  # noqa: BLE001 - headers are sent: the error goes into the stream
+        log.exception("generation failed mid-stream")
+        yield f"data: {json.dumps(error_body(f'generation failed: {e}', 'server_error'))}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def model_id(assistant: "Assistant") -> str:
+    """The model name the API reports: the model's folder name (not its full path) or hub id."""
+    cfg = assistant.config
+    base = Path(cfg.model).name if Path(cfg.model).expanduser().is_dir() else cfg.model
+    return f"{base}+{Path(cfg.adapter).name}" if cfg.adapter else base
+
+
+# -- the app ----------------------------------------------------------------------------
+def create_app(assistant: "Assistant", api_key: str | None = None) -> "FastAPI":
+    """The FastAPI app serving ``assistant``; with ``api_key`` every request needs ``Bearer <key>``.
+
+    >>> app = create_app(bot, api_key="secret")      # doctest: +SKIP
+    """
+    from fastapi import Depends, FastAPI, HTTPException
+
+    app = FastAPI(title="qwen-domain-assistant", description="OpenAI-compatible RAG assistant API")
+    _install_error_handlers(app)
+    auth = [Depends(_bearer_check(api_key))]
+    name = model_id(assistant)
+    started = int(time.time())
+
+    @app.get("/v1/models", dependencies=auth)
+    def models() -> dict:
+        return {"object": "list", "data": [_model_card(name, started)]}
+
+    @app.get("/v1/models/{model:path}", dependencies=auth)  # :path: hub ids such as Qwen/Qwen3-0.6B
+    def model(model: str) -> dict:
+        if model != name:
+            raise HTTPException(404, f"model {model!r} is not served here; this server serves {name!r}")
+        return _model_card(name, started)
+
+    @app.post("/v1/chat/completions", dependencies=auth)
+    def chat_completions(req: ChatRequest) -> Any:  # sync: FastAPI runs it in its thread pool
+        return _complete(assistant, req, name)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": name}
+
+    return app
+
+
+def _complete(assistant: "Assistant", req: ChatRequest, name: str) -> Any:
+    from fastapi.responses import StreamingResponse
+
+    question, history, system = split_messages(req.messages)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    overrides = ask_overrides(req, system)
+    if req.stream:  # retrieval runs here, so its errors are still plain HTTP errors
+        pieces = assistant.ask(question, history=history, stream=True, **overrides)
+        return StreamingResponse(sse_stream(iter(pieces), name, cid, created), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return completion(assistant.ask(question, history=history, **overrides), name, cid, created)
+
+
+def _model_card(name: str, created: int) -> dict:
+    return {"id": name, "object": "model", "created": created, "owned_by": "local"}
+
+
+def _bearer_check(api_key: str | None):  # noqa: ANN202 - a FastAPI dependency
+    from fastapi import Request
+
+    def check(request) -> None:  # noqa: ANN001 - annotated below (postponed annotations)
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise _Unauthorized("missing or wrong API key: send the header `Authorization: Bearer <key>` "
+                                "with the key the server was started with (--api-key)")
+    check.__annotations__["request"] = Request  # FastAPI injects the request by this type
+    return check
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _install_error_handlers(app: "FastAPI") -> None:
+    """OpenAI-style JSON errors: 400 for bad requests, 401 for a bad key, 500 with a message otherwise."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    from assistant.errors import AssistantError, BackendError, ConfigError, ModelLoadError, PromptTooLong
+    from index.errors import BadQuery
+
+    def reply(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+              code: str | None = None) -> JSONResponse:
+        return JSONResponse(error_body(message, kind, param, code), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: "Request", exc: RequestValidationError) -> JSONResponse:
+        return reply(400, "invalid request: " + validation_message(exc.errors()))
+
+    @app.exception_handler(RequestError)
+    async def bad(_: "Request", exc: RequestError) -> JSONResponse:
+        return reply(400, str(exc), param=exc.param)
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: "Request", exc: _Unauthorized) -> JSONResponse:
+        return reply(401, str(exc), code="invalid_api_key")
+
+    @app.exception_handler(HTTPException)
+    async def http(_: "Request", exc: HTTPException) -> JSONResponse:
+        return reply(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(AssistantError)
+    async def assistant_error(_: "Request", exc: AssistantError) -> JSONResponse:
+        if isinstance(exc, (ConfigError, PromptTooLong)):
+            return reply(400, str(exc))
+        status = 503 if isinstance(exc, (BackendError, ModelLoadError)) else 500
+        return reply(status, str(exc), "server_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: "Request", exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return reply(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+
+    @app.exception_handler(BadQuery)
+    async def bad_query(_: "Request", exc: BadQuery) -> JSONResponse:
+        return reply(400, str(exc))
+
+
+def validation_message(errors: Any) -> str:
+    """``messages.0.role: Input should be 'system', 'user'...; temperature: ...`` from pydantic errors."""
+    parts = []
+    for e in errors:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def serve(assistant: "Assistant", *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+    """Serve ``assistant`` with uvicorn until interrupted (loopback only unless ``host`` says otherwise)."""
+    import uvicorn
+
+    if host not in LOOPBACK and not api_key:
+        log.warning("serving on %s without --api-key: anyone who can reach this address can query "
+                    "your documents", host)
+    uvicorn.run(create_app(assistant, api_key=api_key), host=host, port=port, log_level="info")

@@ -1,0 +1,55 @@
+"""The `assistant` command line: ask (table / JSON), chat, serve delegation, one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from assistant.cli import app
+from fixtures_assistant import assistant_docs, assistant_kb  # noqa: F401  (fixtures)
+
+runner = CliRunner()
+
+
+def test_ask_retrieval_only_json_and_table(assistant_kb: Path) -> None:  # noqa: F811
+    args = ["ask", "How long is the warranty on company laptops?", "--kb", str(assistant_kb), "--retrieval-only",
+            "-k", "2"]
+    result = runner.invoke(app, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["citations"][0]["title"] == "handbook" and answer["citations"][0]["page"] == 2
+    assert answer["abstained"] is False and len(answer["sources"]) == 2
+    result = runner.invoke(app, args + ["--stream"])
+    assert result.exit_code == 0, result.output
+    assert "[1] handbook (p. 2)" in result.output and "Sources" in result.output and "✓" in result.output
+
+
+def test_errors_are_one_friendly_line(assistant_kb: Path, tmp_path: Path) -> None:  # noqa: F811
+    cases = [(["--kb", str(assistant_kb), "--model", str(tmp_path / "nope")], 1, "--retrieval-only"),
+             (["--kb", str(tmp_path / "nokb")], 2, "ingest add"),
+             (["--kb", str(assistant_kb), "-k", "0", "--mode", "fuzzy"], 2, "mode='fuzzy'")]
+    for extra, code, needle in cases:
+        result = runner.invoke(app, ["ask", "What is the refund policy?", *extra])
+        assert result.exit_code == code, result.output
+        assert result.output.startswith("error: ") and needle in result.output and "Traceback" not in result.output
+
+
+def test_chat_keeps_history_and_condenses_follow_ups(assistant_kb: Path) -> None:  # noqa: F811
+    result = runner.invoke(app, ["chat", "--kb", str(assistant_kb), "--retrieval-only", "-k", "1"],
+                           input="What is aspirin used for?\nWhat about its side effects?\n/exit\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Sources") == 2 and "Side effects of aspirin" in result.output
+
+
+def test_serve_delegates_to_the_server_module(assistant_kb: Path,  # noqa: F811
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    server = pytest.importorskip("assistant.server")
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda assistant, **kw: seen.update(kw, assistant=assistant))
+    result = runner.invoke(app, ["serve", "--kb", str(assistant_kb), "--port", "8123", "--api-key", "s3cret",
+                                 "--retrieval-only"])
+    assert result.exit_code == 0, result.output
+    assert (seen["host"], seen["port"], seen["api_key"]) == ("127.0.0.1", 8123, "s3cret")
+    assert seen["assistant"].config.retrieval_only and seen["assistant"].config.api_key is None

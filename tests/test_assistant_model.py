@@ -1,0 +1,140 @@
+"""The assistant with a real (tiny, random) Qwen3 and the real Qwen3 tokenizer and chat template."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant.backend_local import CHATML_FALLBACK, LocalBackend
+from assistant.core import Assistant
+from assistant.errors import ModelLoadError
+from fixtures_assistant import assistant_docs, assistant_kb, tiny_qwen3  # noqa: F401  (fixtures)
+
+QUESTION = "How long is the warranty on company laptops?"
+MEMORISED = "Two years [1]."
+
+
+@pytest.fixture(scope="module")
+def bot(assistant_kb: Path, tiny_qwen3: Path) -> Assistant:  # noqa: F811
+    return Assistant(kb=assistant_kb, model=str(tiny_qwen3), k=3, max_new_tokens=12, condense="off")
+
+
+def test_prompt_tokens_are_the_chat_template_ones(bot: Assistant) -> None:
+    backend = bot.backend
+    messages, _ = bot.prompt(QUESTION)
+    text = backend.render(messages)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    ids = backend.tokenizer().apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                  enable_thinking=False, return_dict=True)["input_ids"]
+    assert backend.count_tokens(messages) == len(ids)
+    assert backend.context_tokens() == 4096
+    assert backend.render(messages, thinking=True).endswith("<|im_start|>assistant\n")
+
+
+def test_stream_yields_the_same_text_as_non_streaming(bot: Assistant) -> None:
+    whole = bot.ask(QUESTION)
+    pieces = list(bot.ask(QUESTION, stream=True))
+    final = pieces[-1]
+    assert all(isinstance(p, str) for p in pieces[:-1]) and len(pieces) > 2
+    assert "".join(pieces[:-1]) == final.text == whole.text != ""
+    assert final.sources == whole.sources and final.timings.first_token_s > 0
+    assert 0 < whole.timings.first_token_s <= whole.timings.total_s
+    abandoned = bot.ask(QUESTION, stream=True, max_new_tokens=200)
+    assert isinstance(next(abandoned), str)
+    abandoned.close()  # stops that generation and frees the model for the next ask
+    assert bot.ask(QUESTION).text == whole.text
+
+
+def test_concurrent_asks_share_one_model_safely(bot: Assistant) -> None:
+    questions = ["What is the refund policy?", "Where are parking permits issued?", "What does green tea contain?",
+                 "退货政策是什么？", "What are the side effects of aspirin?", QUESTION, "When are office hours?",
+                 "Why take aspirin daily?"]
+    expected = {q: bot.ask(q, max_new_tokens=4) for q in questions}
+    got: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def run(q: str, stream: bool) -> None:
+        try:
+            got[q] = list(bot.ask(q, max_new_tokens=4, stream=True))[-1] if stream else bot.ask(q, max_new_tokens=4)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(q, i % 2 == 0)) for i, q in enumerate(questions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for q in questions:
+        assert got[q].sources == expected[q].sources and got[q].text == expected[q].text
+
+
+def train_memorising_adapter(model_dir: Path, messages: list[dict], answer: str, out: Path) -> Path:
+    """LoRA (q/v) + a trained lm_head copy that make the tiny model answer ``answer`` to exactly this prompt."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + answer_ids])
+    target = torch.tensor(answer_ids)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir)),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                      modules_to_save=["lm_head"]))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is ~10x faster than two on a busy 2-core machine
+    try:
+        for _ in range(25):
+            # Logits of the answer positions only (the last prompt token predicts the first answer token):
+            # the 151,936-way vocabulary at every prompt position would cost ~50x more.
+            logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1).logits[0, :-1]
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    assert loss.item() < 0.1, f"the adapter did not memorise the answer (loss {loss.item():.3f})"
+    model.save_pretrained(out)
+    return out
+
+
+def test_adapter_changes_the_answer(bot: Assistant, assistant_kb: Path, tiny_qwen3: Path,  # noqa: F811
+                                    tmp_path: Path) -> None:
+    messages, _ = bot.prompt(QUESTION)
+    adapter = train_memorising_adapter(tiny_qwen3, messages, MEMORISED, tmp_path / "adapter")
+    tuned = Assistant(kb=assistant_kb, model=str(tiny_qwen3), adapter=str(adapter), k=3, max_new_tokens=12,
+                      condense="off")
+    answer = tuned.ask(QUESTION)
+    assert answer.text == MEMORISED
+    assert [(c.number, c.title, c.page) for c in answer.citations] == [(1, "handbook", 2)]
+    assert tuned.ask(QUESTION, use_adapter=False).text != MEMORISED
+    assert bot.ask(QUESTION).text != MEMORISED
+    assert list(tuned.ask(QUESTION, stream=True))[-1].text == MEMORISED
+    (adapter / "run_card.json").write_text(json.dumps({"system": "Only cite the handbook.", "enable_thinking": False}))
+    assert tuned.system_prompt() == "Only cite the handbook." and tuned.thinking() is False
+    assert tuned.prompt(QUESTION)[0][0]["content"].startswith("Only cite the handbook.")
+
+
+def test_model_that_cannot_load_fails_fast_with_a_fix(assistant_kb: Path, tmp_path: Path) -> None:  # noqa: F811
+    for model in (str(tmp_path / "no-such-model"), "Qwen/Qwen3-0.6B-not-cached-here"):
+        bot = Assistant(kb=assistant_kb, model=model)
+        start = time.perf_counter()
+        with pytest.raises(ModelLoadError) as err:
+            bot.ask("What is the refund policy?")
+        assert time.perf_counter() - start < 10
+        assert "--model" in str(err.value) and "--retrieval-only" in str(err.value) and model in str(err.value)
+
+
+def test_chatml_fallback_matches_the_finetune_one() -> None:
+    finetune_template = pytest.importorskip("finetune.template")
+    assert CHATML_FALLBACK == finetune_template.CHATML_TEMPLATE
+    assert LocalBackend("x").model_name == "x"  # constructing loads nothing

@@ -1,0 +1,194 @@
+"""Uploaded files -> the knowledge base: type/size checks, content-hash storage, per-file report.
+
+An upload is copied to ``<kb>/files/<sha256><suffix>``: nothing of the user's file name reaches
+the disk (the suffix is one of the supported ones, lower-cased). The original file name stays
+the document's title (or the PDF's own title when it has a meaningful one, as ``ingest add``
+does), and it names the file in the report.
+
+>>> from index.kb import KnowledgeBase                                    # doctest: +SKIP
+>>> kb = KnowledgeBase.open("kb")                                          # doctest: +SKIP
+>>> rows = ingest_uploads(kb, [Path("/tmp/gradio/x/manual.pdf")], max_bytes=50 << 20)  # doctest: +SKIP
+>>> rows[0].status, rows[0].path                                           # doctest: +SKIP
+('added', 'manual.pdf')
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from index.report import FileResult
+
+if TYPE_CHECKING:
+    from index.kb import KnowledgeBase
+    from index.store import DocInfo
+    from ingest.records import Document
+
+FILES_DIR = "files"  # inside the knowledge-base folder
+READ_BLOCK = 1 << 20  # bytes hashed/copied at a time
+
+Progress = Callable[[int, int, str], None]  # (files done, files in all, file name)
+
+
+class UploadRejected(Exception):
+    """An upload that is not stored: unsupported type, too large, empty or unreadable."""
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    from ingest.load import SUPPORTED_SUFFIXES
+
+    return SUPPORTED_SUFFIXES
+
+
+def check_upload(path: Path, name: str, max_bytes: int) -> str:
+    """The upload's lower-cased suffix, or :class:`UploadRejected` saying what is wrong and what is allowed."""
+    suffix = Path(name).suffix.lower()
+    allowed = supported_suffixes()
+    if suffix not in allowed:
+        raise UploadRejected(f"unsupported file type {suffix or '(no suffix)'!r}; "
+                             f"upload one of: {', '.join(allowed)}")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise UploadRejected(f"cannot read the upload: {e.strerror or e}") from None
+    if size == 0:
+        raise UploadRejected("the file is empty (0 bytes)")
+    if size > max_bytes:
+        raise UploadRejected(f"the file is {human_size(size)}, over the {human_size(max_bytes)} "
+                             "upload limit (start the UI with a larger --max-upload-mb, or use `ingest add`)")
+    return suffix
+
+
+def human_size(n: int) -> str:
+    """``512 B``, ``2.0 KB``, ``100.0 MB``.
+
+    >>> human_size(3000), human_size(100 << 20)
+    ('2.9 KB', '100.0 MB')
+    """
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KB" if n < 1024**2 else f"{n / 1024**2:.1f} MB"
+
+
+def store_upload(path: Path, suffix: str, kb_dir: Path) -> Path:
+    """Copy ``path`` to ``<kb_dir>/files/<sha256><suffix>`` (atomically; kept if already there)."""
+    folder = Path(kb_dir) / FILES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            while block := src.read(READ_BLOCK):
+                digest.update(block)
+                dst.write(block)
+        target = folder / f"{digest.hexdigest()}{suffix}"
+        if target.exists():
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
+        return target
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_upload(stored: Path, name: str, kb: "KnowledgeBase") -> "Document | FileResult":
+    """The stored file as a Document titled after the original file, or the failure row."""
+    from ingest.errors import IngestError, NeedsPassword, WrongPassword
+    from ingest.load import load_document
+
+    try:
+        doc = load_document(stored, password=kb.config.password, ocr=kb.config.ocr)
+    except (NeedsPassword, WrongPassword) as e:
+        return FileResult(path=name, status="skipped", reason=e.reason)
+    except IngestError as e:
+        return FileResult(path=name, status="failed", reason=e.reason)
+    except Exception as e:  # noqa: BLE001 - one unreadable upload must not stop the batch
+        return FileResult(path=name, status="failed", reason=f"unexpected error while reading: "
+                                                            f"{type(e).__name__}: {e}")
+    title = Path(name).stem if doc.title == stored.stem else doc.title
+    return replace(doc, title=title)
+
+
+def ingest_one(kb: "KnowledgeBase", path: Path, name: str, max_bytes: int) -> FileResult:
+    """Check, store and ingest one upload; every outcome is a row (nothing raises)."""
+    try:
+        stored = store_upload(path, check_upload(path, name, max_bytes), kb.path)
+    except UploadRejected as e:
+        return FileResult(path=name, status="failed", reason=str(e))
+    except OSError as e:
+        return FileResult(path=name, status="failed", reason=f"cannot store the upload: {e.strerror or e}")
+    sha = stored.stem
+    if any(d.sha256 == sha for d in kb.documents()):
+        _drop_unused(kb, stored)  # the document came from elsewhere (`ingest add`): no second copy
+        return FileResult(path=name, status="unchanged", doc_sha256=sha, reason="already in the knowledge base")
+    loaded = load_upload(stored, name, kb)
+    if isinstance(loaded, FileResult):
+        _drop_unused(kb, stored)
+        return loaded
+    try:
+        row = kb.add_documents([loaded]).files[0]
+    except Exception as e:  # noqa: BLE001 - e.g. the KB is locked by a running `ingest add`
+        _drop_unused(kb, stored)
+        return FileResult(path=name, status="failed", doc_sha256=sha, reason=str(e))
+    if row.status not in ("added", "replaced", "unchanged"):
+        _drop_unused(kb, stored)
+    return replace(row, path=name)
+
+
+def ingest_uploads(kb: "KnowledgeBase", paths: Sequence[str | Path], *, max_bytes: int,
+                   names: Sequence[str] | None = None, progress: Progress | None = None) -> list[FileResult]:
+    """Ingest each upload in turn (``names``: the original file names; default: the paths' names)."""
+    names = list(names) if names is not None else [Path(p).name for p in paths]
+    rows = []
+    for i, (path, name) in enumerate(zip(paths, names)):
+        if progress:
+            progress(i, len(names), name)
+        rows.append(ingest_one(kb, Path(path), name, max_bytes))
+    if progress:
+        progress(len(names), len(names), "done")
+    return rows
+
+
+def remove_document(kb: "KnowledgeBase", sha256: str) -> "DocInfo":
+    """Remove a document, and its stored upload when it came from one."""
+    info = kb.remove(sha256)
+    stored = Path(info.path)
+    if stored.parent.resolve() == (Path(kb.path) / FILES_DIR).resolve():
+        _drop_unused(kb, stored)
+    return info
+
+
+def _drop_unused(kb: "KnowledgeBase", stored: Path) -> None:
+    """Delete a stored upload that no document refers to (a failed or removed one)."""
+    if not any(Path(d.path).resolve() == stored.resolve() for d in kb.documents()):
+        stored.unlink(missing_ok=True)
+
+
+# -- tables (the same columns as ``ingest add``'s summary) -------------------------------
+REPORT_COLUMNS = ["file", "status", "pages", "OCR'd pages", "chunks", "reason"]
+DOC_COLUMNS = ["title", "pages", "chunks", "OCR'd pages", "kind", "size (KB)", "sha256"]
+
+
+def pages_text(pages: Sequence[int]) -> str:
+    """``1,3`` or ``12 pages`` (as the CLI table shows OCR'd pages)."""
+    return ",".join(map(str, pages)) if len(pages) <= 6 else f"{len(pages)} pages"
+
+
+def report_rows(rows: Sequence[FileResult]) -> list[list]:
+    return [[r.path, r.status, r.pages or "", pages_text(r.ocr_pages), r.chunks or "", r.reason] for r in rows]
+
+
+def report_summary(rows: Sequence[FileResult]) -> str:
+    from index.report import STATUSES
+
+    counts = [f"{sum(r.status == s for r in rows)} {s}" for s in STATUSES if any(r.status == s for r in rows)]
+    return ", ".join(counts) or "no files"
+
+
+def document_rows(docs: Sequence["DocInfo"]) -> list[list]:
+    return [[d.title, d.n_pages, d.n_chunks, pages_text(d.ocr_pages), d.kind, round(d.size / 1024, 1), d.sha256[:12]]
+            for d in sorted(docs, key=lambda d: d.title.lower())]
