@@ -51,10 +51,14 @@ class KnowledgeBase:
         meta = store.meta()
         emb = _resolve_embedder(embedder if embedder is not None else config.embedder,
                                 meta.get("embedder_name"))
-        # Chunk settings not given: the recorded ones (or the defaults for a new KB).
-        config = replace(config, max_tokens=config.max_tokens or int(meta.get("max_tokens", 500)),
-                         overlap=config.overlap if config.overlap is not None
-                         else int(meta.get("overlap", 50)))
+        # Chunk settings not given: the recorded ones (or the defaults for a new KB, capped at
+        # what the embedder reads: a longer chunk would be silently truncated when embedded).
+        if config.max_tokens and config.max_tokens > emb.max_tokens:
+            raise ValueError(f"max_tokens={config.max_tokens} exceeds what {emb.name} reads "
+                             f"({emb.max_tokens} tokens); use --max-tokens {emb.max_tokens} or less")
+        max_tokens = config.max_tokens or int(meta.get("max_tokens", min(500, emb.max_tokens)))
+        overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", 50))
+        config = replace(config, max_tokens=max_tokens, overlap=overlap)
         _check_meta(path, meta, emb, config)
         if not meta:
             store.set_meta(_meta_for(emb, config) | {"generation": "0"})

@@ -1,0 +1,286 @@
+"""Bench: p50/p95 latency of `kb.search` at 10k and 100k chunks (hybrid, dense, bm25).
+
+Question: is search fast enough on one CPU machine? Target: hybrid p50 <= 100 ms at 100k
+chunks, query embedding included.
+
+How the knowledge bases are made (fast, reproducible):
+- Text: a seeded generator writes mixed Chinese/English documents (50 % zh, 40 % en, 10 %
+  zh pages with English terms) from Zipfian vocabularies (Chinese: jieba's 30k most frequent
+  words with their real counts; English: real function words, then 30k pseudo-words), so
+  BM25 posting lists have realistic lengths.
+  Each page holds about one chunk (~380 embedder tokens); documents have 10 pages.
+- Vectors: embedding 100k chunks with e5 would take hours on 2 cores, so passages get
+  random unit vectors (seeded) from ``BenchEmbedder.encode_passages``, and chunk sizes are
+  counted with a fast approximation (words*1.3 + CJK chars*0.8). Exact inner-product search
+  costs the same whatever the vectors are. Queries are embedded by the REAL
+  multilingual-e5-small model (``encode_queries``), so query-embedding cost is real.
+- Queries: spans cut from random stored chunks, wrapped in zh/en question templates.
+
+The knowledge bases are built through ``KnowledgeBase.add_documents`` (the real pipeline:
+chunking, BM25 tokenising, SQLite, FAISS/BM25 build); jieba dominates the build (~30 min for
+100k chunks on 2 busy cores), so ``--kb-dir DIR`` keeps them for the next run (~1.3 GB).
+Run niced:  nice -n 10 .venv/bin/python bench/search.py [--quick] [--kb-dir /tmp/bench-kbs]
+
+On a loaded machine (load average above the CPU count) torch's default 2 threads make a
+one-query encode 5-10x slower than 1 thread (threads wait on each other while descheduled);
+``--torch-threads 1`` shows the difference. The load average is printed with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from index.embedder import SentenceTransformerEmbedder  # noqa: E402  (light: no torch at import)
+
+_CJK = re.compile("[\u3400-\u9fff]")
+TARGET_P50_MS = 100.0  # hybrid, at 100k chunks
+PAGES_PER_DOC = 10
+PAGE_TOKENS = 380  # approximate embedder tokens per page (~ one chunk of max 500)
+EN_FUNCTION = ("the of and to a in is for that on with as by be this are from or at it an not "
+               "which can was has have will all if its may should each must after before when "
+               "than more any other per within only also into under".split())
+QUESTION_EN = ("what does the manual say about {}?", "how often {}?", "{} - what is the rule?",
+               "when must {}?", "requirements for {}")
+QUESTION_ZH = ("{}是怎么规定的？", "关于{}有什么要求？", "{}的标准是多少？", "请问{}", "{}需要注意什么？")
+
+
+class BenchEmbedder(SentenceTransformerEmbedder):
+    """Real e5 for queries; random unit vectors and approximate token counts for passages."""
+
+    def __init__(self, model: str = "multilingual-e5-small") -> None:
+        super().__init__(model)
+        self.name = f"bench-random-passages+{model}"
+        self.cached: dict[str, np.ndarray] = {}  # query -> vector, to time search without encoding
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if texts and all(t in self.cached for t in texts):
+            return np.stack([self.cached[t] for t in texts])
+        return super().encode_queries(texts)
+
+    @property
+    def fingerprint(self) -> str:  # fixed: a kept --kb-dir reopens with this embedder
+        return "bench-v1-" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
+
+    def count_tokens(self, text: str) -> int:
+        return int(len(text.split()) * 1.3 + len(_CJK.findall(text)) * 0.8) + 4
+
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32,
+                        show_progress: bool = False) -> np.ndarray:
+        seed = int.from_bytes(hashlib.blake2b("".join(texts[:2]).encode(), digest_size=8).digest(), "little")
+        vecs = np.random.default_rng(seed).standard_normal((len(texts), self.dim), dtype=np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+class TextGen:
+    """Seeded mixed zh/en text with Zipfian vocabularies.
+
+    Chinese: the 30k most frequent words of jieba's dictionary with their real frequencies.
+    English: real function words, then 30k pseudo-words with Zipf weights (rank^-1.07).
+    """
+
+    def __init__(self, seed: int = 0, vocab: int = 30_000) -> None:
+        self.rng = np.random.default_rng(seed)
+        syl = np.array([c + v for c in "bcdfghjklmnprstvwz" for v in "aeiouy"])
+        lens = self.rng.integers(1, 4, size=vocab * 2)
+        picks = self.rng.integers(0, len(syl), size=(vocab * 2, 3))
+        pseudo = {"".join(syl[row[:k]]) for row, k in zip(picks, lens)} - set(EN_FUNCTION)
+        # sorted first (set order is not seeded), then shuffled: rank must not follow the alphabet
+        self.en = EN_FUNCTION + [str(w) for w in self.rng.permutation(sorted(pseudo))[:vocab]]
+        w = np.cumsum(1.0 / (np.arange(len(self.en)) + 2.7) ** 1.07)
+        self.cdf_en = w / w[-1]
+        self.zh, freq = _jieba_words(vocab)
+        self.cdf_zh = np.cumsum(freq) / freq.sum()
+
+    def _words(self, vocab: list[str], cdf: np.ndarray, n: int) -> list[str]:
+        idx = np.minimum(np.searchsorted(cdf, self.rng.random(n)), len(vocab) - 1)
+        return [vocab[i] for i in idx]
+
+    def en_page(self) -> str:
+        words = self._words(self.en, self.cdf_en, int(PAGE_TOKENS / 1.3))
+        cuts = np.cumsum(self.rng.integers(8, 22, size=len(words)))
+        sents = [" ".join(words[a:b]) for a, b in zip(np.r_[0, cuts], cuts) if a < len(words)]
+        return "\n".join(s[:1].upper() + s[1:] + "." for s in sents)
+
+    def zh_page(self, mixed: bool = False) -> str:
+        words = self._words(self.zh, self.cdf_zh, int(PAGE_TOKENS / 0.8 / 1.8))
+        if mixed:  # English product names and terms inside Chinese text
+            for i in self.rng.choice(len(words), size=len(words) // 12, replace=False):
+                words[i] = f" {self._words(self.en, self.cdf_en, 1)[0].upper()}-{self.rng.integers(10, 999)} "
+        cuts = np.cumsum(self.rng.integers(6, 16, size=len(words)))
+        return "\n".join("".join(words[a:b]) + "。" for a, b in zip(np.r_[0, cuts], cuts) if a < len(words))
+
+    def document(self, n: int) -> object:
+        from ingest.records import Document, Page
+
+        lang = self.rng.choice(["zh", "en", "mixed"], p=[0.5, 0.4, 0.1])
+        pages = tuple(Page(number=i + 1, text=self.en_page() if lang == "en" else
+                           self.zh_page(mixed=lang == "mixed")) for i in range(PAGES_PER_DOC))
+        sha = hashlib.sha256(f"bench-doc-{n}".encode()).hexdigest()
+        return Document(path=Path(f"/bench/doc-{n:06d}.pdf"), sha256=sha, title=f"bench doc {n}",
+                        kind="pdf", pages=pages)
+
+    def query(self, chunk_text: str) -> str:
+        """A question about a span of ``chunk_text`` (so BM25 and dense both have a target)."""
+        words = chunk_text.replace("。", " ").split()
+        if not any("\u4e00" <= c <= "\u9fff" for c in chunk_text):
+            start = self.rng.integers(0, max(1, len(words) - 5))
+            span = " ".join(w.strip(".") for w in words[start:start + int(self.rng.integers(3, 6))])
+            return str(self.rng.choice(QUESTION_EN)).format(span.lower())
+        flat = chunk_text.replace("\n", "").replace("。", "")
+        start = self.rng.integers(0, max(1, len(flat) - 12))
+        return str(self.rng.choice(QUESTION_ZH)).format(flat[start:start + int(self.rng.integers(6, 12))])
+
+
+def _jieba_words(n: int) -> tuple[list[str], np.ndarray]:
+    """The ``n`` most frequent all-Chinese words of jieba's dictionary and their counts."""
+    import importlib.util
+
+    folder = Path(next(iter(importlib.util.find_spec("jieba").submodule_search_locations)))
+    rows = []
+    for line in (folder / "dict.txt").read_text(encoding="utf-8").splitlines():
+        word, count = line.split()[:2]
+        if all("\u4e00" <= ch <= "\u9fff" for ch in word):
+            rows.append((-int(count), word))
+    rows.sort()
+    return [w for _, w in rows[:n]], np.array([-c for c, _ in rows[:n]], dtype=np.float64)
+
+
+def build_kb(path: Path, emb: BenchEmbedder, n_chunks: int) -> object:
+    """Open the KB at ``path``; add generated documents until it holds >= ``n_chunks``.
+
+    Documents go in with as few ``add_documents`` calls as possible (each call rebuilds
+    the FAISS and BM25 indexes once, at its end); the number of documents needed is
+    estimated from how the real chunker cuts a sample.
+    """
+    from ingest.chunk import chunk_pages
+    from index.kb import KnowledgeBase
+
+    kb = KnowledgeBase.open(path, embedder=emb)
+    have, gen, start = kb.store.count_chunks(), TextGen(seed=1234), time.perf_counter()
+    n = len(kb.documents())  # documents are numbered; a kept --kb-dir continues the numbering
+    sample = [gen.document(-i - 1) for i in range(20)]
+    per_doc = sum(len(chunk_pages(d.pages, doc_sha256=d.sha256, max_tokens=kb.config.max_tokens,
+                                  overlap=kb.config.overlap, count_tokens=emb.count_tokens))
+                  for d in sample) / len(sample)
+    if have >= n_chunks:
+        print(f"  {path.name}: reusing {have} chunks")
+    while have < n_chunks:
+        want = int((n_chunks - have) / per_doc) + 1
+        print(f"  {path.name}: adding {want} documents (~{per_doc:.1f} chunks each) "
+              "through the pipeline")
+        docs = [d for d in (gen.document(n + i) for i in range(want)) if not kb.store.has_document(d.sha256)]
+        n += want
+        kb.add_documents(docs, progress=True)
+        have = kb.store.count_chunks()
+        print(f"  {path.name}: {have} chunks after {time.perf_counter() - start:.0f} s")
+    return kb
+
+
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return q[49], q[94]
+
+
+def measure(kb: object, queries: list[str], repeat: int) -> dict[str, list[float]]:
+    """Latency in ms per call: each search mode; query embedding alone; hybrid with the
+    query vector precomputed (what the indexes, fusion and the store cost)."""
+    modes = ("hybrid", "dense", "bm25")
+    times: dict[str, list[float]] = {m: [] for m in modes + ("embed", "hybrid-cached")}
+    for q in queries[:3]:  # warm-up: caches, first FAISS/BM25 touch
+        for mode in modes:
+            kb.search(q, k=5, mode=mode)
+    for _ in range(repeat):
+        for q in queries:
+            for mode in modes:
+                times[mode].append(_ms(kb.search, q, k=5, mode=mode))
+            times["embed"].append(_ms(kb.embedder.encode_queries, [q]))
+    kb.embedder.cached = {q: kb.embedder.encode_queries([q])[0] for q in queries}
+    for _ in range(repeat):
+        times["hybrid-cached"] += [_ms(kb.search, q, k=5, mode="hybrid") for q in queries]
+    kb.embedder.cached = {}
+    return times
+
+
+def _ms(fn: object, *args: object, **kw: object) -> float:
+    start = time.perf_counter()
+    fn(*args, **kw)
+    return (time.perf_counter() - start) * 1000
+
+
+def sample_queries(kb: object, n: int) -> list[str]:
+    gen = TextGen(seed=99, vocab=10)
+    total = kb.store.count_chunks()
+    ids = np.random.default_rng(7).choice(np.arange(1, total + 1), size=n, replace=False)
+    rows = kb.store.db.execute(f"SELECT text FROM chunks WHERE id IN ({','.join('?' * n)})",
+                               [int(i) for i in ids]).fetchall()
+    return [gen.query(r[0]) for r in rows]
+
+
+def report(results: dict[int, tuple[int, dict[str, list[float]]]]) -> None:
+    """The table of p50/p95 per size and mode, and the verdict against the target."""
+    print(f"\n{'chunks':>8} {'mode':>13} {'p50 ms':>8} {'p95 ms':>8}  note")
+    for n, times in results.values():
+        embed50 = percentiles(times["embed"])[0]
+        notes = {"hybrid": "embedding = {:.0%} of p50", "dense": "embedding = {:.0%} of p50",
+                 "bm25": "", "embed": "query embedding alone",
+                 "hybrid-cached": "hybrid, query vector precomputed: indexes + fusion + store"}
+        for mode, note in notes.items():
+            p50, p95 = percentiles(times[mode])
+            print(f"{n:>8} {mode:>13} {p50:>8.1f} {p95:>8.1f}  {note.format(embed50 / p50)}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          "(figures include waiting for the CPU when it is higher than the CPU count)")
+    size = max(results)
+    p50 = percentiles(results[size][1]["hybrid"])[0]
+    scale = "100k" if size == 100_000 else "10k (--quick; the target is set at 100k)"
+    print(f"\nhybrid p50 at {scale}: {p50:.1f} ms; target <= {TARGET_P50_MS:.0f} ms: "
+          f"{'meets' if p50 <= TARGET_P50_MS else 'misses'} it (ratio to target {p50 / TARGET_P50_MS:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="kb.search latency at 10k / 100k chunks")
+    parser.add_argument("--quick", action="store_true", help="10k chunks only")
+    parser.add_argument("--kb-dir", type=Path, help="keep/reuse the built knowledge bases here")
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the queries")
+    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    emb = BenchEmbedder()
+    emb.encode_queries(["warm-up"])  # model load is not a search cost
+    print(f"embedder: random passages + real {emb.name.split('+')[1]} queries; torch threads "
+          f"{torch.get_num_threads()}; {args.queries} queries x {args.repeat} passes per size; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    root = args.kb_dir or Path(tempfile.mkdtemp(prefix="bench-search-"))
+    results = {}
+    for size in (10_000,) if args.quick else (10_000, 100_000):
+        kb = build_kb(root / f"kb{size // 1000}k", emb, size)
+        queries = sample_queries(kb, args.queries)
+        print(f"  e.g. {queries[0]!r} / {queries[1]!r}")
+        results[size] = (kb.store.count_chunks(), measure(kb, queries, args.repeat))
+        kb.close()
+    report(results)
+    if not args.kb_dir:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
