@@ -10,6 +10,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Session fixtures shared by the assistant, server and UI tests (tiny Qwen3, fake-embedder KB),
+# registered once so each is built once per run.
+pytest_plugins = ["fixtures_assistant"]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -6,7 +6,7 @@
   ``hash-64`` over a few small text files (en + zh) and one three-page in-memory document.
 * ``SpyBackend``: an exact fake generation backend that records what it was asked.
 
-Use them with ``from fixtures_assistant import tiny_qwen3, assistant_kb  # noqa: F401``.
+They are registered for every test module by ``pytest_plugins`` in ``conftest.py``.
 """
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from fixtures_assistant import assistant_docs, assistant_kb  # noqa: F401  (fixtures)
 
 runner = CliRunner()
 

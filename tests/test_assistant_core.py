@@ -11,7 +11,7 @@ import pytest
 from assistant.core import ABSTAIN_EN, ABSTAIN_ZH, Assistant, normalise_history
 from assistant.errors import ConfigError, KnowledgeBaseError
 from assistant.prompt import format_source
-from fixtures_assistant import SpyBackend, assistant_docs, assistant_kb  # noqa: F401  (fixtures)
+from fixtures_assistant import SpyBackend
 
 REFUND_Q = "Does the refund policy allow returns within thirty days?"
 

@@ -11,7 +11,6 @@ import pytest
 from assistant.backend_local import CHATML_FALLBACK, LocalBackend
 from assistant.core import Assistant
 from assistant.errors import ModelLoadError
-from fixtures_assistant import assistant_docs, assistant_kb, tiny_qwen3  # noqa: F401  (fixtures)
 
 QUESTION = "How long is the warranty on company laptops?"
 MEMORISED = "Two years [1]."

@@ -13,7 +13,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from fixtures_assistant import SpyBackend, assistant_docs, assistant_kb, tiny_qwen3  # noqa: F401
+from fixtures_assistant import SpyBackend
 
 # Eight questions, each retrieving a distinct (document, page) first in bm25 mode.
 TARGETS = [

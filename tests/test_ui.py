@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from fixtures_assistant import SpyBackend, assistant_docs, assistant_kb  # noqa: F401
+from fixtures_assistant import SpyBackend
 from test_server import TARGETS, echo_source
 
 TEXT = "The boiler must be serviced every twelve months by a certified engineer.\n"
