@@ -1,0 +1,37 @@
+"""Typed errors of the training side (train, merge, eval, chat); the CLI prints their message and exits 1.
+
+Every message names the bad thing (file, option, model) and the fix.
+
+Example:
+    >>> raise MissingDependency("swanlab", "--report-to swanlab")
+    Traceback (most recent call last):
+    ...
+    finetune.train_errors.MissingDependency: --report-to swanlab needs the package swanlab: pip install swanlab
+"""
+from __future__ import annotations
+
+from finetune.errors import FinetuneError
+
+
+class ModelLoadError(FinetuneError):
+    """The base model, its tokenizer or an adapter cannot be loaded (offline, missing folder, bad file)."""
+
+
+class MissingDependency(FinetuneError):
+    """An optional package that the chosen option needs is not installed."""
+
+    def __init__(self, package: str, needed_by: str, install: str | None = None) -> None:
+        self.package = package
+        super().__init__(f"{needed_by} needs the package {package}: pip install {install or package}")
+
+
+class DeviceError(FinetuneError):
+    """The chosen device or precision is not available on this machine."""
+
+
+class RunError(FinetuneError):
+    """The output folder or checkpoint state does not allow the run (would overwrite, nothing to resume)."""
+
+
+class NoTrainingData(FinetuneError):
+    """No example is left to train on after validation, cleaning and tokenization."""
