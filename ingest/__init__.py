@@ -1,0 +1,1 @@
+"""Documents -> pages -> chunks: PDF/text loading, OCR, token-bounded chunking."""
