@@ -1,4 +1,4 @@
-"""The ``assistant`` command line: ``ask``, ``chat`` and ``serve`` (thin: flags -> AssistantConfig -> print).
+"""The ``assistant`` command line: ``ask``, ``chat``, ``serve`` (and ``eval``, from :mod:`assistant.eval_cli`).
 
     assistant ask "What is the refund policy?" --kb kb --model ~/models/Qwen3-0.6B
     assistant ask "退货政策是什么？" --retrieval-only --json
@@ -208,3 +208,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
         typer.secho(f"error: the server is not available in this installation ({e})", fg="red", err=True)
         raise typer.Exit(1) from None
     run_server(_assistant(config), host=host, port=port, api_key=api_key)
+
+
+# `assistant eval` lives in its own module; importing it here registers it wherever this app runs.
+from assistant import eval_cli  # noqa: E402,F401  (after `app` and the helpers it uses exist)

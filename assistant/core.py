@@ -23,7 +23,7 @@ from assistant.citations import all_citations, extract_citations
 from assistant.condense import condense
 from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AssistantConfig
 from assistant.errors import ConfigError, KnowledgeBaseError
-from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source
+from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
 from assistant.records import Answer, Timings
 from index.records import Hit
 
@@ -66,9 +66,16 @@ def run_card(adapter: str | Path | None) -> dict:
 
 
 def adapter_system_prompt(adapter: str | Path | None) -> str | None:
-    """The system prompt the adapter was trained with (run card key ``system``), if any."""
+    """The system prompt the adapter was trained with (run card key ``system``), if any.
+
+    Trained on ``finetune data from-kb`` records without ``--system``, the run card holds the
+    data's most common system message: a prompt followed by one record's numbered sources. Only
+    the prompt before the sources heading is the adapter's system prompt.
+    """
     card = run_card(adapter)
     value = card.get("system") or card.get("system_prompt")
+    if isinstance(value, str):
+        value = value.split(f"\n\n{SOURCES_HEADING}\n\n", 1)[0]
     return value if isinstance(value, str) and value.strip() else None
 
 
@@ -201,6 +208,18 @@ class Assistant:
         """The chat messages (and the sources in them) ``ask`` would send to the model."""
         call = self._start(question, history, k, overrides)
         self._retrieve(call)
+        return self._prompt(call)
+
+    def prompt_from_hits(self, question: str, hits: Sequence[Hit], history: Sequence[Any] | None = None,
+                         **overrides: Any) -> tuple[list[dict], list[Hit]]:
+        """The messages ``ask`` would send had retrieval returned ``hits`` (rank order, best first).
+
+        Same system prompt, token budget and source dropping as :meth:`prompt`; used to build
+        training records whose sources are not the plain retrieval (an injected gold chunk, or
+        distractors only: see :mod:`assistant.training_data`).
+        """
+        call = self._start(question, history, None, overrides)
+        call.standalone, call.hits, call.timings = call.question, tuple(hits), {}
         return self._prompt(call)
 
     def _start(self, question: str, history: Sequence[Any] | None, k: int | None,

@@ -24,3 +24,7 @@ class BackendError(AssistantError):
 
 class KnowledgeBaseError(AssistantError):
     """The knowledge base could not be opened or searched."""
+
+
+class TrainingDataError(AssistantError):
+    """``finetune data from-kb`` could not build any training record (every cause is listed)."""

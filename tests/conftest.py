@@ -23,3 +23,39 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (a checkout without ../shared)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread avoids OpenMP barrier stalls on a shared 2-core runner."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+HEAVY_MODULES = ("torch", "transformers", "sentence_transformers", "faiss", "matplotlib", "jieba", "gradio", "fastapi")
+
+
+@pytest.fixture(scope="session")
+def cli_help():
+    """Run ``app(args)`` for each args list in a fresh interpreter: (printed output, heavy modules imported).
+
+    ``cli_help("ui.cli", ["--help"], ["eval", "--help"])`` imports ``ui.cli.app`` and invokes it
+    through typer's CliRunner, so a test can check a command's flags and that its help stays light.
+    """
+    import subprocess
+    import sys
+
+    def run(module: str, *argv: list[str]) -> tuple[str, list[str]]:
+        code = (f"import sys, json; from typer.testing import CliRunner; from {module} import app\n"
+                f"for args in {list(argv)!r}:\n    print(CliRunner().invoke(app, args).output)\n"
+                f"print(json.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             cwd=Path(__file__).resolve().parents[1], check=True).stdout
+        text, _, heavy = out.rstrip().rpartition("\n")
+        return text, __import__("json").loads(heavy)
+
+    return run

@@ -150,15 +150,8 @@ def test_eight_concurrent_ui_chats_keep_their_own_sources(assistant_kb: Path, tm
         assert chat[2]["metadata"]["title"] == f"Sources: {title} p. {page}", question
 
 
-def test_cli_has_ui_command_without_heavy_imports() -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys, ui.cli; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(ui.cli.app, ['ui', '--help']); print(r.output); "
-            "print(sorted(m for m in ('gradio', 'torch', 'fastapi') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[1]).stdout
+def test_cli_has_ui_command_without_heavy_imports(cli_help) -> None:
+    out, heavy = cli_help("ui.cli", ["ui", "--help"])
     for flag in ("--kb", "--model", "--adapter", "--host", "--port", "--max-upload-mb", "--retrieval-only"):
         assert flag in out, flag
-    assert "127.0.0.1" in out and out.rstrip().endswith("[]")
+    assert "127.0.0.1" in out and heavy == []

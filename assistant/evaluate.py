@@ -1,0 +1,375 @@
+"""``assistant eval``: closed-book vs RAG vs adapter on a gold Q&A set, one table, one run.
+
+Four systems answer every gold question (:mod:`assistant.qa`):
+
+* ``base``: the base model, closed-book: :data:`CLOSED_BOOK_PROMPT` + the question, no retrieval;
+* ``base+rag``: the base model through :meth:`Assistant.ask` (retrieve, cite; ``use_adapter=False``);
+* ``adapter`` / ``adapter+rag``: the same with the LoRA adapter switched on.
+
+One model is loaded; the local backend disables the adapter for the base systems. Without an
+adapter only the two base systems run (the report says why). Retrieval is scored once per
+question (hit@k, MRR of the gold; it does not depend on the model); the RAG systems retrieve
+again inside ``ask`` so their stage timings are real. Metrics: :mod:`assistant.eval_metrics`.
+A model warm-up call (loading; reported as ``load_s``) runs before anything is timed.
+
+>>> from assistant import Assistant
+>>> bot = Assistant(kb="kb", model="path/to/Qwen3-0.6B", adapter="outputs/qwen3-lora")   # doctest: +SKIP
+>>> result = run_eval(EvalConfig(data=("gold.jsonl",), plot="eval/systems.png"), bot)  # doctest: +SKIP
+>>> result.results["adapter+rag"]["token_f1"]                                            # doctest: +SKIP
+0.71
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from assistant.backends import GenParams, ThinkSplitter
+from assistant.errors import ConfigError, PromptTooLong
+from assistant.eval_metrics import (RULES, citation_precision, contains_answer, doc_matches, exact_match, gold_rank,
+                                    gold_rule, is_abstention, reciprocal_rank, token_f1)
+from assistant.records import Answer, Timings
+
+if TYPE_CHECKING:
+    from assistant.core import Assistant
+    from assistant.qa import QAItem
+    from finetune.records import Problem
+
+__all__ = ["SYSTEMS", "CLOSED_BOOK_PROMPT", "STAGES", "EvalConfig", "Row", "RetrievalRow", "EvalResult",
+           "plan_systems", "closed_book_messages", "closed_book", "score", "aggregate", "retrieval_summary",
+           "evaluate", "run_eval"]
+
+SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
+STAGES = ("retrieval_s", "prompt_s", "first_token_s", "generation_s", "total_s")
+# The closed-book systems' one and only prompt: no sources, the model's own knowledge. It asks for
+# a short answer (fair to exact match) and an explicit "I don't know" (so abstention is measurable).
+CLOSED_BOOK_PROMPT = (
+    "You are a careful assistant. Answer the user's question from your own knowledge, briefly. "
+    "If you do not know the answer, say that you do not know instead of guessing. "
+    "Answer in the language of the question.\n"
+    "你是一个严谨的助手。请根据你自己的知识简要回答用户的问题。如果你不知道答案，请直接说不知道，不要猜测。"
+    "用提问所用的语言回答。"
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``assistant eval`` reads, runs and writes (its own flags; the model and KB are AssistantConfig's)."""
+
+    data: tuple[Path, ...]  # gold Q&A files (JSON/JSONL, see assistant.qa)
+    out: Path = Path("eval/results.json")
+    markdown: Path | None = None  # None: beside ``out`` with suffix .md
+    plot: Path | None = None  # bar chart PNG of the systems; None: no chart
+    systems: tuple[str, ...] | None = None  # None: every system that can run
+    limit: int | None = None  # the first N gold items only
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("out", "markdown", "plot"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        if isinstance(self.data, (str, Path)):
+            object.__setattr__(self, "data", (self.data,))
+        object.__setattr__(self, "data", tuple(Path(p) for p in self.data))
+        if self.systems is not None:
+            object.__setattr__(self, "systems", tuple(self.systems))
+        problems = _problems(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.markdown or self.out.with_suffix(".md")
+
+
+def _problems(c: EvalConfig) -> list[str]:
+    out = []
+    if not c.data:
+        out.append("no gold data: give --data FILE (JSON/JSONL questions with reference answers)")
+    if c.systems is not None:
+        bad = [s for s in c.systems if s not in SYSTEMS]
+        if bad or not c.systems:
+            out.append(f"systems={', '.join(bad) or '(none)'} not among {', '.join(SYSTEMS)}")
+        elif len(set(c.systems)) != len(c.systems):
+            out.append(f"systems={', '.join(c.systems)} names a system twice")
+    if c.limit is not None and (isinstance(c.limit, bool) or not isinstance(c.limit, int) or c.limit < 1):
+        out.append(f"limit={c.limit!r} must be an integer >= 1")
+    if c.plot is not None and c.plot.suffix.lower() != ".png":
+        out.append(f"plot={str(c.plot)!r} must be a .png file")
+    if c.out.suffix.lower() != ".json":
+        out.append(f"out={str(c.out)!r} must be a .json file")
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One system's answer to one gold question, scored."""
+
+    system: str
+    source: str  # the gold item's file:line
+    question: str
+    answerable: bool
+    text: str
+    exact_match: bool
+    token_f1: float
+    contains: bool
+    abstained: bool  # the answer declines (assistant abstention or an abstaining text)
+    cited: tuple[int, ...] = ()  # source numbers cited (RAG systems)
+    citation_precision: float | None = None  # None: closed-book, distractor-only, or nothing cited
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # e.g. the question does not fit the context
+
+
+@dataclass(frozen=True)
+class RetrievalRow:
+    """Where the gold ranked among the retrieved hits of one answerable question."""
+
+    source: str
+    rule: str  # page | doc | answer (see assistant.eval_metrics)
+    rank: int | None  # 1-based; None: not retrieved
+    retrieval_s: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything one ``assistant eval`` run measured (see :mod:`assistant.eval_report` for the files)."""
+
+    systems: tuple[str, ...]  # the systems that ran
+    skipped: dict[str, str]  # system -> why it did not run
+    retrieval: dict[str, Any]
+    results: dict[str, dict[str, Any]]  # system -> aggregate figures
+    rows: tuple[Row, ...]
+    retrieval_rows: tuple[RetrievalRow, ...]
+    problems: tuple["Problem", ...]
+    items: int
+    config: dict[str, Any]
+    load_s: float
+    wall_s: float
+
+
+def plan_systems(requested: Sequence[str] | None, *, adapter: bool, retrieval_only: bool = False
+                 ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The systems to run and why each other one does not.
+
+    >>> plan_systems(None, adapter=False)
+    (('base', 'base+rag'), {'adapter': 'no --adapter given', 'adapter+rag': 'no --adapter given'})
+    """
+    wanted = tuple(requested) if requested is not None else SYSTEMS
+    skipped = {s: "not in --systems" for s in SYSTEMS if s not in wanted}
+    if retrieval_only:
+        return (), {**skipped, **{s: "--retrieval-only: retrieval metrics only" for s in wanted}}
+    needs = [s for s in wanted if s.startswith("adapter")]
+    if needs and not adapter:
+        if requested is not None:
+            raise ConfigError(f"--systems {','.join(needs)} needs --adapter (a LoRA adapter folder)")
+        skipped.update({s: "no --adapter given" for s in needs})
+        wanted = tuple(s for s in wanted if s not in needs)
+    return wanted, skipped
+
+
+def closed_book_messages(question: str) -> list[dict]:
+    """The closed-book prompt: :data:`CLOSED_BOOK_PROMPT` as the system message, then the question."""
+    return [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": question}]
+
+
+def closed_book(bot: "Assistant", question: str, use_adapter: bool) -> Answer:
+    """The model's answer without retrieval (greedy unless --temperature says otherwise)."""
+    start = time.perf_counter()
+    cfg, marks = bot.config, {}
+    messages = closed_book_messages(question)
+    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+                       thinking=bot.thinking(cfg, use_adapter), use_adapter=use_adapter)
+    prompt_s = time.perf_counter() - start
+    pieces = bot.backend.generate(messages, params,
+                                  on_first_token=lambda: marks.setdefault("first", time.perf_counter() - start))
+    splitter = ThinkSplitter()
+    for piece in pieces:
+        splitter.feed(piece)
+    splitter.finish()
+    total = time.perf_counter() - start
+    timings = Timings(prompt_s=prompt_s, first_token_s=marks.get("first", total), generation_s=total - prompt_s,
+                      total_s=total)
+    return Answer(text=splitter.answer, reasoning=splitter.reasoning, question=question, timings=timings)
+
+
+def score(system: str, item: "QAItem", answer: Answer) -> Row:
+    """One answer's row: EM/F1/contains against the references, abstention, cited sources' precision."""
+    rag = system.endswith("+rag")
+    cited = tuple(c.number for c in answer.citations) if rag and not answer.abstained else ()
+    precision = citation_precision(cited, answer.sources, item) if item.answerable else None
+    t = answer.timings
+    return Row(system=system, source=item.source, question=item.question, answerable=item.answerable,
+               text=answer.text, exact_match=item.answerable and exact_match(answer.text, item.answers),
+               token_f1=token_f1(answer.text, item.answers) if item.answerable else 0.0,
+               contains=item.answerable and contains_answer(answer.text, item.answers),
+               abstained=is_abstention(answer.text, answer.abstained), cited=cited, citation_precision=precision,
+               timings={s: getattr(t, s) for s in STAGES})
+
+
+def _answer(bot: "Assistant", system: str, item: "QAItem") -> Row:
+    use_adapter = system.startswith("adapter")
+    try:
+        if system.endswith("+rag"):
+            answer = bot.ask(item.question, use_adapter=use_adapter)
+        else:
+            answer = closed_book(bot, item.question, use_adapter)
+    except PromptTooLong as exc:  # this item only; the run goes on
+        return Row(system, item.source, item.question, item.answerable, "", False, 0.0, False, False, error=str(exc))
+    return score(system, item, answer)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None}
+    return {"mean": statistics.fmean(values), "p50": statistics.median(values)}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def aggregate(rows: Sequence[Row], *, rag: bool) -> dict[str, Any]:
+    """A system's figures: means over answerable items (EM, F1, contains), citations, abstention, timings.
+
+    Shares are fractions (0..1); None where nothing was measured (no distractor-only items, a
+    closed-book system's citations or retrieval time, no cited answer). Timings skip failed items.
+    """
+    ans = [r for r in rows if r.answerable]
+    dis = [r for r in rows if not r.answerable]
+    cited = [r.citation_precision for r in ans if r.citation_precision is not None]
+    ok = [r for r in rows if r.error is None]
+    return {
+        "items": len(rows), "answerable": len(ans), "distractor": len(dis),
+        "exact_match": _mean([float(r.exact_match) for r in ans]),
+        "token_f1": _mean([r.token_f1 for r in ans]),
+        "contains": _mean([float(r.contains) for r in ans]),
+        "citation_precision": _mean(cited) if rag else None,
+        "cited_answers": len(cited) if rag else None,
+        "no_citation": _mean([float(not r.cited) for r in ans]) if rag else None,
+        "abstention_correct": _mean([float(r.abstained) for r in dis]),
+        "false_abstention": _mean([float(r.abstained) for r in ans]),
+        "errors": len(rows) - len(ok),
+        "timings": {s: _stats([r.timings[s] for r in ok] if rag or s != "retrieval_s" else []) for s in STAGES},
+    }
+
+
+def hit_cutoffs(k: int) -> tuple[int, ...]:
+    """The hit@c cut-offs reported for ``k`` retrieved chunks.
+
+    >>> hit_cutoffs(5), hit_cutoffs(2)
+    ((1, 3, 5), (1, 2))
+    """
+    return tuple(sorted({c for c in (1, 3, 5, 10) if c <= k} | {k}))
+
+
+def retrieval_pass(bot: "Assistant", items: Sequence["QAItem"]) -> tuple[list[RetrievalRow], dict[str, Any]]:
+    """Rank of the gold among the top-k hits of each answerable item, and hit@c / MRR over them."""
+    cfg, rows = bot.config, []
+    answerable = [i for i in items if i.answerable]
+    from assistant.core import is_chinese
+
+    for question in {is_chinese(i.question): i.question for i in answerable}.values():  # untimed warm-up:
+        bot.kb.search(question, k=cfg.k, mode=cfg.mode)  # the embedder loads, and jieba on a Chinese query
+    for item in answerable:
+        start = time.perf_counter()
+        hits = bot.kb.search(item.question, k=cfg.k, mode=cfg.mode)
+        rows.append(RetrievalRow(item.source, gold_rule(item), gold_rank(hits, item), time.perf_counter() - start))
+    return rows, retrieval_summary(rows, k=cfg.k, mode=cfg.mode)
+
+
+def retrieval_summary(rows: Sequence[RetrievalRow], *, k: int, mode: str) -> dict[str, Any]:
+    """hit@c (share of questions with the gold in the top c) and MRR@k over ``rows``; how many per gold rule.
+
+    >>> rows = [RetrievalRow("f:1", "page", 1, 0.1), RetrievalRow("f:2", "answer", None, 0.3)]
+    >>> s = retrieval_summary(rows, k=3, mode="hybrid"); s["hit@1"], s["hit@3"], s["mrr"], s["rules"]["page"]
+    (0.5, 0.5, 0.5, 1)
+    """
+    ranks = [r.rank for r in rows]
+    summary: dict[str, Any] = {"k": k, "mode": mode, "items": len(rows),
+                               "rules": {rule: sum(r.rule == rule for r in rows) for rule in RULES}}
+    for c in hit_cutoffs(k):
+        summary[f"hit@{c}"] = _mean([float(r is not None and r <= c) for r in ranks])
+    summary["mrr"] = _mean([reciprocal_rank(r) for r in ranks])
+    summary["timings"] = {"retrieval_s": _stats([r.retrieval_s for r in rows])}
+    return summary
+
+
+def unknown_docs(bot: "Assistant", items: Sequence["QAItem"]) -> list["Problem"]:
+    """A problem for each gold ``doc`` that names no document of the knowledge base (its item scores a miss)."""
+    from finetune.records import Problem
+
+    docs = bot.kb.documents() if hasattr(bot.kb, "documents") else None
+    if docs is None:
+        return []
+    out = []
+    for item in items:
+        if item.doc and not any(doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256) for d in docs):
+            out.append(Problem(item.source, "unknown gold doc",
+                               f"{item.source}: doc {item.doc!r} names no document of the knowledge base; give its "
+                               "title, file name, path or sha256 prefix (see `ingest list`)"))
+    return out
+
+
+def warm_up(bot: "Assistant", systems: Sequence[str]) -> float:
+    """Load the model (and adapter) with a one-token generation per adapter setting; seconds taken."""
+    start = time.perf_counter()
+    for use_adapter in sorted({s.startswith("adapter") for s in systems}):
+        params = GenParams(max_new_tokens=1, temperature=0.0, use_adapter=use_adapter)
+        for _ in bot.backend.generate([{"role": "user", "content": "Hi"}], params):
+            pass
+    return time.perf_counter() - start
+
+
+def evaluate(bot: "Assistant", items: Sequence["QAItem"], systems: Sequence[str], *,
+             skipped: dict[str, str] | None = None, problems: Sequence["Problem"] = (),
+             progress: bool = False) -> EvalResult:
+    """Score retrieval once, then every system on every item (item by item, all systems each)."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    problems = [*problems, *unknown_docs(bot, items)]
+    retrieval_rows, retrieval = retrieval_pass(bot, items)
+    load_s = warm_up(bot, systems) if systems else 0.0
+    rows: list[Row] = []
+    with tqdm(total=len(items) * len(systems), desc="eval", unit="answer", disable=not progress) as bar:
+        for item in items:
+            for system in systems:
+                rows.append(_answer(bot, system, item))
+                bar.update(1)
+    results = {s: aggregate([r for r in rows if r.system == s], rag=s.endswith("+rag")) for s in systems}
+    return EvalResult(systems=tuple(systems), skipped=dict(skipped or {}), retrieval=retrieval, results=results,
+                      rows=tuple(rows), retrieval_rows=tuple(retrieval_rows), problems=tuple(problems),
+                      items=len(items), config=_public_config(bot), load_s=load_s,
+                      wall_s=time.perf_counter() - start)
+
+
+def _public_config(bot: "Assistant") -> dict[str, Any]:
+    from dataclasses import asdict
+
+    out = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(bot.config).items()}
+    out.pop("api_key", None)  # never written to a results file
+    return out
+
+
+def run_eval(cfg: EvalConfig, bot: "Assistant") -> EvalResult:
+    """Read the gold data, run the systems, write the JSON, the Markdown table and (``plot``) the chart."""
+    from assistant.eval_report import write_json, write_markdown, write_plot
+    from assistant.qa import read_qa
+
+    systems, skipped = plan_systems(cfg.systems, adapter=bool(bot.config.adapter),
+                                    retrieval_only=bot.config.retrieval_only)
+    items, problems = read_qa(cfg.data)
+    if not items:
+        detail = "; ".join(p.detail for p in problems[:5])
+        raise ConfigError(f"no usable gold question in {', '.join(map(str, cfg.data))}" + (f": {detail}" if detail
+                                                                                               else ""))
+    items = items[:cfg.limit] if cfg.limit else items
+    result = evaluate(bot, items, systems, skipped=skipped, problems=problems, progress=cfg.progress)
+    write_json(result, cfg.out)
+    write_markdown(result, cfg.markdown_path)
+    if cfg.plot is not None:
+        write_plot(result, cfg.plot)
+    return result
