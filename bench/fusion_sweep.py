@@ -29,23 +29,17 @@ from embcache import CachedEmbedder  # noqa: E402
 from index.beir import BeirSet, load_beir, score_rankings, subset, to_documents  # noqa: E402
 from index.bm25 import BM25Index, make_tokenizer  # noqa: E402
 from index.fusion import fuse  # noqa: E402
-from index.tokenize import EN_STOPWORDS  # noqa: E402
+from index.tokenize import LUCENE_STOPWORDS  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "retrieval"
 SETS = ("scifact", "zh_rgb", "zh_cmrc2018_dev")
 TARGETS = {"scifact": 0.72, "zh_rgb": 0.80, "zh_cmrc2018_dev": 0.95}
-# A longer English stop list (NLTK's, as shipped in bm25s) to compare with Lucene's short one.
-NLTK_EXTRA = frozenset("""about above after again against all am any because been before being below between both
-can could did do does doing down during each few from further had has have having he her here hers him his how i
-its itself just me more most my myself nor now off once only other our ours out over own same she should so some
-than them themselves those through too under until up very we were what when where which while who whom why
-would you your yours""".split())
 TOKENIZERS = {
     "jieba-search+stem": dict(),
     "jieba-precise+stem": dict(zh_mode="precise"),
     "bigram+stem": dict(zh_mode="bigram"),
     "jieba-search,nostem": dict(stem=False),
-    "jieba-search+stem,nltk-stop": dict(en_stopwords=EN_STOPWORDS | NLTK_EXTRA),
+    "jieba-search+stem,lucene-stop": dict(en_stopwords=LUCENE_STOPWORDS),
     "jieba-search+stem,no-zh-stop": dict(zh_stopwords=frozenset()),
 }
 WEIGHTS = [round(w, 2) for w in np.arange(0.3, 0.91, 0.05)]
@@ -107,14 +101,30 @@ def score(lists: list[list[tuple[str, float]]], qids: list[str], doc_of: list[st
     return score_rankings(rankings, data)
 
 
+def only_cached(emb, data: BeirSet, chunks: list[str], doc_of: list[str]) -> tuple[BeirSet, list[str], list[str]]:
+    """Keep the documents whose chunks all have cached vectors, and the queries whose relevant
+    documents are all kept (a partial measurement while a corpus is still being embedded)."""
+    from embcache import key
+
+    missing = {d for c, d in zip(chunks, doc_of) if key("p", c) not in emb.vectors}
+    qids = [q for q, rels in data.qrels.items() if not any(d in missing for d, r in rels.items() if r > 0)]
+    kept = BeirSet(data.name, data.split, {d: v for d, v in data.corpus.items() if d not in missing},
+                   {q: data.queries[q] for q in qids}, {q: data.qrels[q] for q in qids})
+    pairs = [(c, d) for c, d in zip(chunks, doc_of) if d not in missing]
+    return kept, [c for c, _ in pairs], [d for _, d in pairs]
+
+
 def sweep_set(name: str, emb, depth: int, log, sub: str | None = None, bm25_only: bool = False,
-              quick: bool = False) -> dict[str, dict]:
+              quick: bool = False, cached_only: bool = False) -> dict[str, dict]:
     data = load_beir(DATA / name)
     if sub:
         nq, nd, *hard = (int(x) for x in sub.split(","))
         data = subset(data, nq, nd, seed=0, hard_negatives=hard[0] if hard else 0)
     t0 = time.time()
     chunks, doc_of = chunk_corpus(data, emb)
+    if cached_only:
+        data, chunks, doc_of = only_cached(emb, data, chunks, doc_of)
+        log(f"{name}: cached only: {len(data.corpus)} docs, {len(data.queries)} queries")
     log(f"{name}: {len(data.corpus)} docs -> {len(chunks)} chunks, {len(data.queries)} queries "
         f"({time.time() - t0:.0f} s)")
     qids, qtexts = list(data.queries), list(data.queries.values())
@@ -169,6 +179,8 @@ def main() -> None:
                     help="score a seeded subset of SET instead: N_QUERIES,N_RANDOM[,N_HARD] (e.g. zh_rgb=25,40,6)")
     ap.add_argument("--bm25-only", action="store_true", help="only the BM25 variants (no embedding)")
     ap.add_argument("--quick", action="store_true", help="default tokenizer and k1/b only")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="only documents already embedded (and queries whose relevant docs are)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from index.embedder import load_embedder
@@ -176,8 +188,8 @@ def main() -> None:
     emb = CachedEmbedder(load_embedder(args.embedder), args.emb_cache)
     log = (lambda m: print(m, file=sys.stderr, flush=True))
     subsets = dict(item.split("=", 1) for item in args.subset)
-    all_results = {s: sweep_set(s, emb, args.candidates, log, subsets.get(s), args.bm25_only, args.quick)
-                   for s in args.sets}
+    all_results = {s: sweep_set(s, emb, args.candidates, log, subsets.get(s), args.bm25_only, args.quick,
+                                args.cached_only) for s in args.sets}
     ranked = [] if args.bm25_only else best_shared(all_results)
     if args.json:
         print(json.dumps({"results": all_results, "shared": ranked[:20]}, indent=1))

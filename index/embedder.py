@@ -16,12 +16,14 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 DEFAULT_EMBEDDER = "multilingual-e5-small"
+ONE_THREAD_QUERIES = 8  # encode_queries of at most this many texts runs on one torch thread
 _E5_NAME = re.compile(r"(^|[-_/.])(multilingual-)?e5([-_.]|$)", re.IGNORECASE)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
@@ -195,8 +197,34 @@ class SentenceTransformerEmbedder:
         return self._encode(texts, self.passage_prefix, batch_size, show_progress)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, dim) float32, L2-normalised query vectors."""
-        return self._encode(texts, self.query_prefix, 32, False)
+        """(n, dim) float32, L2-normalised query vectors.
+
+        Up to ``ONE_THREAD_QUERIES`` queries run on one torch thread (restored after): a
+        short query is too little work to split, and on a busy machine torch's spinning
+        second thread made one query 5-35x slower (bench/search.py). Batches keep torch's
+        setting. The setting is per process, so a passage batch encoded at the same moment
+        in another thread of this process would run on one thread for that moment.
+        """
+        if len(texts) > ONE_THREAD_QUERIES:
+            return self._encode(texts, self.query_prefix, 32, False)
+        with _torch_threads(1):
+            return self._encode(texts, self.query_prefix, 32, False)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _hash_tokens(text: str) -> list[str]:

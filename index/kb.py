@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -32,6 +33,7 @@ class KnowledgeBase:
         self.store = store
         self.embedder = embedder  # index.embedder.Embedder
         self._derived: derived.Derived | None = None
+        self._derived_lock = threading.Lock()  # one catch-up at a time (UI: searches in threads)
         self._reranker = None
 
     # -- opening ----------------------------------------------------------------------
@@ -164,21 +166,29 @@ class KnowledgeBase:
         return self._reranker.rerank(query, hits, top_k=k)
 
     def _fresh_derived(self) -> derived.Derived:
-        gen = self.store.generation()
-        if self._derived is not None and self._derived.generation == gen:
+        """The indexes for the store as committed now: in memory, saved, or caught up."""
+        with self._derived_lock:
+            gen, base = self.store.generation(), self._derived
+            if base is not None and base.generation == gen:
+                return base
+            if base is None or derived.saved_generation(self.path) == gen:
+                base = derived.load(self.path) or base
+            self._derived = (derived.update(self.store, base, self.embedder.dim) if base is not None
+                             else derived.build(self.store, self.embedder.dim))
             return self._derived
-        loaded = derived.load(self.path)
-        self._derived = loaded if loaded and loaded.generation == gen else derived.build(
-            self.store, self.embedder.dim)
-        return self._derived
 
     def _refresh_derived(self) -> None:
-        """Rebuild and save the derived indexes (caller holds the write lock)."""
-        current = derived.load(self.path)
-        if current is None or current.generation != self.store.generation():
-            current = derived.build(self.store, self.embedder.dim)
-            derived.save(self.path, current)
-        self._derived = current
+        """Bring the derived indexes up to the store and save them (caller holds the write lock)."""
+        with self._derived_lock:
+            saved, base = derived.saved_generation(self.path), self._derived
+            if base is None and saved == self.store.generation():
+                return  # nothing changed (e.g. every file unchanged): no need to load them
+            base = base or derived.load(self.path)
+            current = (derived.update(self.store, base, self.embedder.dim) if base is not None
+                       else derived.build(self.store, self.embedder.dim))
+            if saved != current.generation:
+                derived.save(self.path, current)
+            self._derived = current
 
 
 def _fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -4,6 +4,10 @@ SQLite is the single source of truth. Every document is written in one transacti
 ``kill -9`` leaves either the whole document or none of it. The FAISS and BM25 indexes are
 derived caches, tagged with the store's ``generation``; see :mod:`index.derived`.
 
+Chunk row ids are never reused: each write first records the next free id in ``meta``
+(``next_chunk_id``) and new chunks are numbered from it, so a chunk's id names its content
+for good, and a derived index catches up with the store by comparing id sets.
+
 Layout of a knowledge-base folder::
 
     kb/kb.sqlite      documents, pages, chunks, meta   (this module)
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +82,9 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
+        # One transaction at a time on this connection, whichever thread opens it (a UI adds
+        # documents while other threads search; SQLite cannot nest BEGINs).
+        self._tx_lock = threading.RLock()
 
     def close(self) -> None:
         self.db.close()
@@ -93,13 +101,25 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
+    def _reserve_ids(self, n: int) -> int:
+        """The first of ``n`` fresh chunk ids (inside a write transaction, before any delete)."""
+        row = self.db.execute("SELECT (SELECT value FROM meta WHERE key='next_chunk_id'),"
+                              " (SELECT MAX(id) FROM chunks)").fetchone()
+        first = max(int(row[0] or 1), (row[1] or 0) + 1)
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('next_chunk_id', ?)", (str(first + n),))
+        return first
+
     def _bump(self) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)",
                         (str(self.generation() + 1),))
 
     # -- transactions -----------------------------------------------------------------
     def transaction(self) -> "_Tx":
-        return _Tx(self.db)
+        return _Tx(self.db, self._tx_lock, "BEGIN IMMEDIATE")
+
+    def snapshot(self) -> "_Tx":
+        """A read transaction: every query inside sees the same committed state."""
+        return _Tx(self.db, self._tx_lock, "BEGIN DEFERRED")
 
     # -- documents --------------------------------------------------------------------
     def has_document(self, sha256: str) -> bool:
@@ -115,6 +135,7 @@ class Store:
                  c.char_end, int(c.ocr), t, np.asarray(v, dtype=np.float32).tobytes())
                 for c, t, v in zip(chunks, tokens, vectors, strict=True)]
         with self.transaction():
+            first = self._reserve_ids(len(rows))
             for old in replaces:
                 self.db.execute("DELETE FROM documents WHERE sha256=?", (old,))
             self.db.execute(
@@ -124,13 +145,15 @@ class Store:
             self.db.executemany("INSERT INTO pages VALUES (?, ?, ?, ?)",
                                 [(doc.sha256, p.number, p.text, int(p.ocr)) for p in doc.pages])
             self.db.executemany(
-                "INSERT INTO chunks (chunk_id, doc_sha256, ordinal, text, page_start, page_end,"
-                " char_start, char_end, ocr, tokens, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "INSERT INTO chunks (id, chunk_id, doc_sha256, ordinal, text, page_start, page_end,"
+                " char_start, char_end, ocr, tokens, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(first + i,) + r for i, r in enumerate(rows)])
             self._bump()
 
     def delete_documents(self, shas: Iterable[str]) -> int:
         shas = list(shas)
         with self.transaction():
+            self._reserve_ids(0)  # the ids of the deleted chunks stay used
             n = sum(self.db.execute("DELETE FROM documents WHERE sha256=?", (s,)).rowcount for s in shas)
             if n:
                 self._bump()
@@ -162,17 +185,36 @@ class Store:
     def count_chunks(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 
-    def iter_vectors(self, dim: int, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids int64, vectors float32 (n, dim)) in batches, for rebuilding FAISS."""
-        cur = self.db.execute("SELECT id, vector FROM chunks ORDER BY id")
-        while rows := cur.fetchmany(batch):
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-            yield ids, vecs
+    def chunk_ids(self) -> np.ndarray:
+        """Every chunk row id, ascending (int64)."""
+        cur = self.db.execute("SELECT id FROM chunks ORDER BY id")
+        return np.fromiter((r[0] for r in cur), dtype=np.int64)
 
-    def all_tokens(self) -> tuple[list[str], list[list[str]]]:
-        rows = self.db.execute("SELECT id, tokens FROM chunks ORDER BY id").fetchall()
+    def iter_vectors(self, dim: int, batch: int = 8192,
+                     ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64, vectors float32 (n, dim)) in batches, ascending id, for FAISS:
+        every chunk, or those of ``ids``."""
+        for rows in self._rows("id, vector", batch, ids):
+            out = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield out, vecs
+
+    def all_tokens(self, ids: np.ndarray | None = None) -> tuple[list[str], list[list[str]]]:
+        """(str(id), BM25 tokens) of every chunk, or of those of ``ids``, ascending id."""
+        rows = [r for batch in self._rows("id, tokens", 8192, ids) for r in batch]
         return [str(r[0]) for r in rows], [r[1].split() for r in rows]
+
+    def _rows(self, columns: str, batch: int, ids: np.ndarray | None) -> Iterator[list[tuple]]:
+        if ids is None:
+            cur = self.db.execute(f"SELECT {columns} FROM chunks ORDER BY id")
+            while rows := cur.fetchmany(batch):
+                yield rows
+            return
+        wanted = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+        for lo in range(0, len(wanted), 900):  # under SQLite's bound-parameter limit
+            part = wanted[lo:lo + 900]
+            yield self.db.execute(f"SELECT {columns} FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+                                  " ORDER BY id", part).fetchall()
 
     def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
         """Turn (chunk row id, score) pairs into :class:`Hit` records, keeping the order."""
@@ -189,14 +231,22 @@ class Store:
 
 
 class _Tx:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+    """``begin`` ... ``COMMIT`` holding ``lock``, rolled back on any exception."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, begin: str) -> None:
+        self.db, self.lock, self.begin = db, lock, begin
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.lock.acquire()
+        try:
+            self.db.execute(self.begin)
+        except BaseException:
+            self.lock.release()
+            raise
         return self.db
 
     def __exit__(self, et: object, ev: object, tb: object) -> None:
-        self.db.execute("COMMIT" if et is None else "ROLLBACK")
+        try:
+            self.db.execute("COMMIT" if et is None else "ROLLBACK")
+        finally:
+            self.lock.release()

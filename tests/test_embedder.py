@@ -143,3 +143,24 @@ def test_minilm_for_fast_tests():
     assert v[0] @ v[2] > v[0] @ v[1]
     assert emb.fingerprint == SentenceTransformerEmbedder(str(minilm_path())).fingerprint
     assert os.path.isabs(emb.name)
+
+
+@pytest.mark.integration
+def test_single_queries_run_on_one_torch_thread_and_restore_it(monkeypatch):
+    import torch
+
+    import index.embedder as embedder
+
+    emb = load_embedder(str(minilm_path()))
+    queries = ["what is the refund policy", "退货政策", "battery voltage"]
+    batch = emb.encode_queries(queries)  # 3 <= ONE_THREAD_QUERIES: one thread
+    seen: list[int] = []
+    real = emb._encode
+    monkeypatch.setattr(emb, "_encode", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    threads = torch.get_num_threads()
+    singles = np.vstack([emb.encode_queries([q]) for q in queries])
+    assert seen == [1, 1, 1] and torch.get_num_threads() == threads  # restored
+    monkeypatch.setattr(embedder, "ONE_THREAD_QUERIES", 0)
+    default = emb.encode_queries(queries)  # a batch keeps torch's setting
+    assert seen[-1] == threads
+    assert np.allclose(singles, batch, atol=1e-5) and np.allclose(default, batch, atol=1e-5)

@@ -179,6 +179,7 @@ from index.kb import KnowledgeBase
 pipeline.BATCH_CHUNKS = 1          # commit document by document
 class Slow(HashEmbedder):
     def encode_passages(self, texts, **kw):
+        print("encode", flush=True)  # the parent kills on progress, not on a timer (robust to load)
         time.sleep({delay})
         return super().encode_passages(texts, **kw)
 kb = KnowledgeBase.open({kb!r}, embedder=Slow(dim=64))
@@ -196,7 +197,8 @@ def test_kill_9_mid_ingest_leaves_a_loadable_kb_and_the_next_run_completes(tmp_p
     script = CRASHER.format(root=str(ROOT), kb=str(tmp_path / "kb"), docs=str(docs), delay=0.15)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "start"
-    time.sleep(1.5)
+    for _ in range(10):  # ten documents embedded (each commits before the next one's batch): mid-run
+        assert proc.stdout.readline().strip() == "encode"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     kb = KnowledgeBase.open(tmp_path / "kb", embedder=HashEmbedder(dim=64))
