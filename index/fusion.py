@@ -9,7 +9,7 @@ Two methods:
 * ``"rrf"``: reciprocal rank fusion, ``sum 1 / (k + rank)`` with rank 1-based, k = 60.
 
 Defaults were chosen on the dev sets (SciFact train, zh_rgb dev, cmrc2018 dev); the sweep
-and the figures are in /work/notes/README_retrieval.md (``bench/fusion_sweep.py``).
+and the figures are in the README, "Retrieval quality" (``bench/fusion_sweep.py``).
 
 >>> fuse([("a", 0.9), ("b", 0.5)], [("b", 12.0), ("c", 3.0)], method="rrf")[0][0]
 'b'

@@ -3,7 +3,7 @@
 Text is NFKC-normalised (full-width letters and digits become ASCII) and lowercased.
 Runs of CJK characters are cut with jieba in search mode (a long word also yields its
 dictionary sub-words: 中华人民共和国 -> 中华, 华人, 人民, 共和, 共和国, 中华人民共和国),
-measured best on zh_rgb (see /work/notes/README_retrieval.md). Other runs are split into
+measured best on zh_rgb (``bench/fusion_sweep.py``; README, "Retrieval quality"). Other runs are split into
 letter/digit words; English stop-words (NLTK's list) are dropped and words are Snowball-
 stemmed. Tokens never contain whitespace, so a token list survives ``" ".join`` / ``split``.
 

@@ -5,7 +5,7 @@ Subsets (``index.beir.subset``, seed 0): the queries below, every document their
 the best-matching non-relevant documents of each query by BM25 over the whole corpus (hard
 negatives; without them a subset is far easier than the full set) and seeded random ones.
 Thresholds are the measured subset nDCG@10 less ~0.03 (figures in
-/work/notes/README_retrieval.md); full-set figures come from ``bench/retrieval_eval.py``.
+the comment below); full-set figures come from ``bench/retrieval_eval.py``.
 Cold (model folder to build, ~140k tokens to embed) this file took 430 s on the shared 2-core
 machine under a load of 2.5-4 from other jobs (scifact 103 s incl. the e5 build, zh_rgb 129 s,
 cmrc 195 s); less on free cores.
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 #   scifact 0.807 / 0.862 / 0.778 (163 docs), zh_rgb 0.830 / 0.866 / 0.756 (285 docs),
 #   zh_cmrc2018_dev 0.991 / 0.982 / 0.973 (114 docs). The hard negatives are mined with BM25,
 #   which handicaps BM25 (and so hybrid) against dense on these subsets; on the full dev sets
-#   hybrid beats both (see /work/notes/README_retrieval.md), so no "hybrid >= dense" here.
+#   hybrid beats both (README, "Retrieval quality"), so no "hybrid >= dense" here.
 SUBSETS = {
     "scifact": (30, 40, 3, 0, 0.78),
     "zh_rgb": (20, 30, 5, 0, 0.80),
