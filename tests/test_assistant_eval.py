@@ -52,6 +52,10 @@ def test_exact_match_and_token_f1_en_zh_and_several_references() -> None:
     assert token_f1("no overlap", ["two years"]) == 0.0 and token_f1("x", []) == 0.0
     assert contains_answer("Returns within THIRTY days.", ["thirty days"]) and contains_answer("退货期限是三十天", ["三十天"])
     assert not contains_answer("It costs 300 dollars", ["30"]) and not contains_answer("text", [""])
+    # Chinese text: a reference with punctuation or Latin words (normalised to "4 8", "anthony albanese")
+    assert contains_answer("经济增长率为4.8%，延续恢复", ["4.8%"])
+    assert not contains_answer("增长率为2048", ["4.8%"])
+    assert contains_answer("新总理Anthony Albanese宣誓", ["Anthony Albanese"])
 
 
 def test_gold_rank_and_mrr_by_page_doc_and_answer_rules() -> None:
