@@ -24,6 +24,7 @@
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -137,10 +138,19 @@ def doc_matches(doc: str, *, title: str, path: str, sha256: str) -> bool:
     [True, True, True, True, False, False]
     """
     want = unicodedata.normalize("NFKC", doc).strip().casefold()
+    if not want:
+        return False
     file = Path(path)
     if want in {title.casefold(), path.casefold(), file.name.casefold(), file.stem.casefold()}:
         return True
-    return len(want) >= SHA_PREFIX_MIN and sha256.lower().startswith(want)
+    if len(want) >= SHA_PREFIX_MIN and sha256.lower().startswith(want):
+        return True
+    return _resolved(doc.strip()) == path  # a relative path, given from the current folder
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(doc: str) -> str:
+    return str(Path(doc).expanduser().resolve())
 
 
 def _hit_doc(hit: "Hit", doc: str) -> bool:

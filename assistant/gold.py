@@ -26,13 +26,11 @@ answer rarely appears verbatim in a chunk, so give its ``doc`` (and ``page``) in
 """
 from __future__ import annotations
 
-import functools
 import re
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from assistant.eval_metrics import contains_answer, doc_matches  # the same gold tests as `assistant eval`
 from assistant.prompt import strip_citations
 from assistant.qa import QAItem
 
@@ -42,7 +40,6 @@ if TYPE_CHECKING:
 CHUNK, DOC_PAGE, TEXT = "chunk", "doc/page", "text"  # how the source holding the answer was recognised
 SEARCH_DEPTH = 100  # chunks searched (by question, then by answer) for the gold chunk without a gold doc
 _FINAL_PUNCT = re.compile(r"[.。!！?？…]+$")
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -57,39 +54,9 @@ class Gold:
         return self.item.question
 
 
-def normalise(text: str) -> str:
-    """NFKC, case-folded, without whitespace: the form references are compared in.
-
-    >>> normalise("Ｔｈｉｒｔｙ  Days\\n")
-    'thirtydays'
-    """
-    return _SPACE.sub("", unicodedata.normalize("NFKC", text).casefold())
-
-
-def contains_reference(text: str, answers: Sequence[str]) -> bool:
-    """True when ``text`` contains one of ``answers`` (see :func:`normalise`)."""
-    body = normalise(text)
-    return any(ref and ref in body for ref in map(normalise, answers))
-
-
-def names_document(doc: str, sha256: str, title: str, path: str) -> bool:
-    """True when ``doc`` names this document: title, file name, path (as stored or resolved) or sha256 prefix."""
-    doc = doc.strip()
-    if not doc:
-        return False
-    if doc in (title, path, Path(path).name) or (len(doc) >= 6 and sha256.startswith(doc.lower())):
-        return True
-    return _resolved(doc) == path  # a relative path given from here
-
-
-@functools.lru_cache(maxsize=1024)
-def _resolved(doc: str) -> str:
-    return str(Path(doc).expanduser().resolve())
-
-
 def on_gold_page(hit: "Hit", item: QAItem) -> bool:
     """The source is in the gold document and its pages include the gold page (any page if none given)."""
-    if not item.doc or not names_document(item.doc, hit.doc_sha256, hit.title, hit.path):
+    if not item.doc or not doc_matches(item.doc, title=hit.title, path=hit.path, sha256=hit.doc_sha256):
         return False
     return item.page is None or hit.page_start <= item.page <= hit.page_end
 
@@ -103,10 +70,10 @@ def locate(sources: Sequence["Hit"], gold: Gold) -> tuple[int | None, str | None
     item = gold.item
     if item.doc:
         pages = [i for i, h in enumerate(sources) if on_gold_page(h, item)]
-        best = next((i for i in pages if contains_reference(sources[i].text, item.answers)), None)
+        best = next((i for i in pages if contains_answer(sources[i].text, item.answers)), None)
         best = best if best is not None else (pages[0] if pages else None)
         return (best, DOC_PAGE) if best is not None else (None, None)
-    found = next((i for i, h in enumerate(sources) if contains_reference(h.text, item.answers)), None)
+    found = next((i for i, h in enumerate(sources) if contains_answer(h.text, item.answers)), None)
     return (found, TEXT) if found is not None else (None, None)
 
 
@@ -114,7 +81,7 @@ def holds_answer(hit: "Hit", gold: Gold) -> bool:
     """Any sign that ``hit`` holds the answer (gold chunk, gold doc/page, or a reference in its text):
     what a distractor-only prompt must not contain."""
     return (hit.chunk_id == gold.chunk_id or on_gold_page(hit, gold.item)
-            or contains_reference(hit.text, gold.item.answers))
+            or contains_answer(hit.text, gold.item.answers))
 
 
 def cite(answer: str, number: int) -> str:
@@ -140,16 +107,16 @@ def gold_chunk(kb: Any, gold: Gold, *, mode: str) -> "Hit | None":
             return found[0]
     item = gold.item
     if item.doc:
-        shas = [d.sha256 for d in kb.documents() if names_document(item.doc, d.sha256, d.title, d.path)]
+        shas = [d.sha256 for d in kb.documents() if doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256)]
         where = f"doc_sha256 IN ({','.join('?' * len(shas))})"
         params: tuple = tuple(shas)
         if item.page is not None:
             where, params = where + " AND page_start<=? AND page_end>=?", params + (item.page, item.page)
         found = _chunks(kb, where, params) if shas else []
-        return next((h for h in found if contains_reference(h.text, item.answers)), found[0] if found else None)
+        return next((h for h in found if contains_answer(h.text, item.answers)), found[0] if found else None)
     for query in (item.question, item.answer):
         hits = kb.search(query, k=SEARCH_DEPTH, mode=mode)
-        found = next((h for h in hits if contains_reference(h.text, item.answers)), None)
+        found = next((h for h in hits if contains_answer(h.text, item.answers)), None)
         if found is not None:
             return found
     return None

@@ -16,7 +16,8 @@ import pytest
 from assistant.backend_local import LocalBackend
 from assistant.core import ABSTAIN_EN, ABSTAIN_ZH, Assistant, adapter_system_prompt
 from assistant.errors import ConfigError, TrainingDataError
-from assistant.gold import Gold, cite, contains_reference, holds_answer, on_gold_page
+from assistant.eval_metrics import contains_answer
+from assistant.gold import Gold, cite, holds_answer, on_gold_page
 from assistant.qa import QAItem, read_qa
 from assistant.question_gen import GEN_SYSTEM_EN, GEN_SYSTEM_ZH, parse_pair
 from assistant.training_data import FromKBConfig, build_from_kb
@@ -262,8 +263,8 @@ def test_parse_pair_is_robust() -> None:
 def test_cite_and_reference_matching() -> None:
     assert cite("Thirty days [1][2].", 3) == "Thirty days [3]." and cite("Yes!", 1) == "Yes [1]!"
     assert cite("No final stop", 2) == "No final stop [2]" and cite("是的……", 1) == "是的 [1]……"
-    assert contains_reference("退款在 五个 工作日内", ["五个工作日"]) and contains_reference("ＡＢＣ", ["abc"])
-    assert not contains_reference("nothing", ["something"]) and not contains_reference("x", [])
+    assert contains_answer("退款在 五个 工作日内", ["五个工作日"]) and contains_answer("ＡＢＣ", ["abc"])
+    assert not contains_answer("nothing", ["something"]) and not contains_answer("x", [])
 
 
 def test_adapter_trained_on_from_kb_records_reuses_the_prompt_not_the_sources(make, tmp_path, build) -> None:
@@ -324,7 +325,7 @@ def test_from_kb_on_real_zh_rgb_passages(shared_data: Path, tmp_path: Path, tiny
     for qid, question in beir.queries.items():
         flat = [a for item in answers[qid] for a in (item if isinstance(item, list) else [item])]  # RGB nests some
         refs = [a for a in flat if isinstance(a, str) and a.strip()]
-        holding = [d for d in beir.qrels[qid] if d in beir.corpus and contains_reference(beir.corpus[d][1], refs)]
+        holding = [d for d in beir.qrels[qid] if d in beir.corpus and contains_answer(beir.corpus[d][1], refs)]
         row = {"question": question, "answers": refs}
         if holding and rng.random() < 0.5:  # half name their gold passage, half are matched by text
             row["doc"] = holding[0]
@@ -340,11 +341,11 @@ def test_from_kb_on_real_zh_rgb_passages(shared_data: Path, tmp_path: Path, tiny
     for record in answered:
         row = next(r for r in rows if r["question"] == record["messages"][1]["content"])
         cited = _hits(bot, [record["meta"]["retrieved"][record["meta"]["gold"] - 1]])[0]
-        assert contains_reference(cited.text, row["answers"]), (row, cited.text[:200])
+        assert contains_answer(cited.text, row["answers"]), (row, cited.text[:200])
         if record["meta"]["found"] in ("doc/page", "text"):
             assert record["messages"][:2] == bot.prompt(row["question"])[0]
     for record in records:
         if record["meta"]["kind"] == "distractor":
             row = next(r for r in rows if r["question"] == record["messages"][1]["content"])
-            assert not any(contains_reference(h.text, row["answers"]) for h in _hits(bot, record["meta"]["retrieved"]))
+            assert not any(contains_answer(h.text, row["answers"]) for h in _hits(bot, record["meta"]["retrieved"]))
             assert record["messages"][2]["content"] == ABSTAIN_ZH
