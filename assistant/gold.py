@@ -102,17 +102,13 @@ def gold_chunk(kb: Any, gold: Gold, *, mode: str) -> "Hit | None":
     question, then for the main reference itself.
     """
     if gold.chunk_id:
-        found = _chunks(kb, "chunk_id=?", (gold.chunk_id,))
+        found = kb.store.find_chunks(chunk_id=gold.chunk_id)
         if found:
             return found[0]
     item = gold.item
     if item.doc:
         shas = [d.sha256 for d in kb.documents() if doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256)]
-        where = f"doc_sha256 IN ({','.join('?' * len(shas))})"
-        params: tuple = tuple(shas)
-        if item.page is not None:
-            where, params = where + " AND page_start<=? AND page_end>=?", params + (item.page, item.page)
-        found = _chunks(kb, where, params) if shas else []
+        found = kb.store.find_chunks(doc_shas=shas, page=item.page)
         return next((h for h in found if contains_answer(h.text, item.answers)), found[0] if found else None)
     for query in (item.question, item.answer):
         hits = kb.search(query, k=SEARCH_DEPTH, mode=mode)
@@ -121,8 +117,3 @@ def gold_chunk(kb: Any, gold: Gold, *, mode: str) -> "Hit | None":
             return found
     return None
 
-
-def _chunks(kb: Any, where: str, params: tuple) -> list["Hit"]:
-    """Chunks of the knowledge base's store matching an SQL condition, in document order."""
-    rows = kb.store.db.execute(f"SELECT id FROM chunks WHERE {where} ORDER BY doc_sha256, ordinal", params)
-    return kb.store.hits([(row[0], 0.0) for row in rows])

@@ -139,7 +139,7 @@ def parse_pair(text: str) -> tuple[str, str] | None:
 
 def sample_chunks(kb: Any, n: int, seed: int) -> list["Hit"]:
     """``n`` chunks of the knowledge base picked with ``seed`` (all of them when n >= their count), in store order."""
-    ids = [row[0] for row in kb.store.db.execute("SELECT id FROM chunks ORDER BY id")]
+    ids = kb.store.chunk_ids().tolist()
     picked = sorted(random.Random(seed).sample(ids, n)) if n < len(ids) else ids
     return kb.store.hits([(i, 0.0) for i in picked])
 

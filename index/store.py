@@ -216,6 +216,21 @@ class Store:
             yield self.db.execute(f"SELECT {columns} FROM chunks WHERE id IN ({','.join('?' * len(part))})"
                                   " ORDER BY id", part).fetchall()
 
+    def find_chunks(self, *, chunk_id: str | None = None, doc_shas: Sequence[str] = (),
+                    page: int | None = None) -> list[Hit]:
+        """The chunks with ``chunk_id``, or of the documents ``doc_shas`` (covering ``page`` when
+        given), in document order, as Hits scored 0."""
+        if chunk_id is not None:
+            where, params = "chunk_id=?", [chunk_id]
+        elif doc_shas:
+            where, params = f"doc_sha256 IN ({','.join('?' * len(doc_shas))})", list(doc_shas)
+            if page is not None:
+                where, params = where + " AND page_start<=? AND page_end>=?", params + [page, page]
+        else:
+            return []
+        rows = self.db.execute(f"SELECT id FROM chunks WHERE {where} ORDER BY doc_sha256, ordinal", params)
+        return self.hits([(r[0], 0.0) for r in rows])
+
     def hits(self, scored: Sequence[tuple[int, float]]) -> list[Hit]:
         """Turn (chunk row id, score) pairs into :class:`Hit` records, keeping the order."""
         if not scored:
