@@ -14,7 +14,7 @@ __all__ = ["Assistant", "AssistantConfig", "Answer", "Citation", "Timings"]
 
 def __getattr__(name: str) -> Any:  # lazy: `assistant --help` must not import torch
     if name == "Assistant":
-        from assistant.core import Assistant
+        from assistant.answer import Assistant
 
         return Assistant
     if name == "AssistantConfig":

@@ -219,7 +219,7 @@ def assistant_ids(bot, messages: list[dict], use_adapter: bool) -> list[int]:
 
 def parity(args: argparse.Namespace, work: Path, records: Path, adapter: Path | None = None) -> dict:
     """Compare, for every training record, training prompt ids with the assistant's; assert equality."""
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
 
     trained = training_prompts(records, args.model)
     bot = Assistant(kb=str(work / "kb"), model=args.model, adapter=str(adapter) if adapter else None, k=args.k,

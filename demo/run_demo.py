@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def answer_examples(console: object, kb: object, args: argparse.Namespace) -> None:
     """Generated, cited answers to the examples; the model-load message when it cannot load."""
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
     from assistant.errors import ModelLoadError
 
     assistant = Assistant(kb=kb, model=args.model, adapter=args.adapter, k=args.k,

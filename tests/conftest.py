@@ -43,7 +43,7 @@ HEAVY_MODULES = ("torch", "transformers", "sentence_transformers", "faiss", "mat
 def cli_help():
     """Run ``app(args)`` for each args list in a fresh interpreter: (printed output, heavy modules imported).
 
-    ``cli_help("ui.cli", ["--help"], ["eval", "--help"])`` imports ``ui.cli.app`` and invokes it
+    ``cli_help("ui.cli.assistant", ["--help"], ["eval", "--help"])`` imports ``ui.cli.assistant.app`` and invokes it
     through typer's CliRunner, so a test can check a command's flags and that its help stays light.
     """
     import subprocess

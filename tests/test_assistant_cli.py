@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from assistant.cli import app
+from ui.cli.assistant import app
 
 runner = CliRunner()
 
@@ -44,7 +44,7 @@ def test_chat_keeps_history_and_condenses_follow_ups(assistant_kb: Path) -> None
 
 def test_serve_delegates_to_the_server_module(assistant_kb: Path,  # noqa: F811
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    server = pytest.importorskip("assistant.server")
+    server = pytest.importorskip("ui.http")
     seen = {}
     monkeypatch.setattr(server, "serve", lambda assistant, **kw: seen.update(kw, assistant=assistant))
     result = runner.invoke(app, ["serve", "--kb", str(assistant_kb), "--port", "8123", "--api-key", "s3cret",

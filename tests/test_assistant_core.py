@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from assistant.core import ABSTAIN_EN, ABSTAIN_ZH, Assistant, normalise_history
+from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant, normalise_history
 from assistant.errors import ConfigError, KnowledgeBaseError
 from assistant.prompt import format_source
 from fixtures_assistant import SpyBackend

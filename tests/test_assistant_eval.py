@@ -9,12 +9,12 @@ from typing import Callable, Iterator
 import pytest
 from typer.testing import CliRunner
 
-from assistant.backends import GenParams
-from assistant.core import ABSTAIN_EN, Assistant
+from assistant.backends.base import GenParams
+from assistant.answer import ABSTAIN_EN, Assistant
 from assistant.errors import ConfigError
-from assistant.eval_metrics import (citation_precision, contains_answer, exact_match, gold_rank, gold_rule,
+from assistant.evaluation.metrics import (citation_precision, contains_answer, exact_match, gold_rank, gold_rule,
                                     is_abstention, normalise, reciprocal_rank, token_f1)
-from assistant.evaluate import (CLOSED_BOOK_PROMPT, SYSTEMS, EvalConfig, RetrievalRow, plan_systems,
+from assistant.evaluation.run import (CLOSED_BOOK_PROMPT, SYSTEMS, EvalConfig, RetrievalRow, plan_systems,
                                 retrieval_summary, run_eval)
 from assistant.qa import QAItem
 from index.records import Hit
@@ -279,7 +279,7 @@ def random_lora(model_dir: Path, out: Path) -> Path:
 
 def test_cli_runs_four_systems_end_to_end(assistant_kb: Path, tiny_qwen3: Path, gold_file: Path,  # noqa: F811
                                           tmp_path: Path) -> None:
-    from assistant.cli import app
+    from ui.cli.assistant import app
 
     with gold_file.open("a", encoding="utf-8") as f:
         f.write(json.dumps({"question": "What is the parking rule?", "answer": "one year", "doc": "nosuch.pdf"}) + "\n")
@@ -306,7 +306,7 @@ def test_cli_runs_four_systems_end_to_end(assistant_kb: Path, tiny_qwen3: Path, 
 
 
 def test_assistant_help_lists_eval_without_heavy_imports(cli_help) -> None:
-    out, heavy = cli_help("ui.cli", ["--help"], ["eval", "--help"])
+    out, heavy = cli_help("ui.cli.assistant", ["--help"], ["eval", "--help"])
     for needle in ("eval", "--data", "--systems", "--plot", "--limit", "--adapter", "--kb"):
         assert needle in out, needle
     assert heavy == []

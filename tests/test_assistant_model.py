@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.backend_local import CHATML_FALLBACK, LocalBackend
-from assistant.core import Assistant
+from assistant.backends.local import CHATML_FALLBACK, LocalBackend
+from assistant.answer import Assistant
 from assistant.errors import ModelLoadError
 
 QUESTION = "How long is the warranty on company laptops?"

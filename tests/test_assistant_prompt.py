@@ -8,7 +8,7 @@ from assistant.condense import clean_rewrite, condense, condense_messages, heuri
 from assistant.config import AssistantConfig
 from assistant.errors import ConfigError, PromptTooLong
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source, strip_citations
-from assistant.backends import ThinkSplitter
+from assistant.backends.base import ThinkSplitter
 from index.records import Hit
 
 

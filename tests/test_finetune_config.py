@@ -63,7 +63,7 @@ def test_toml_errors_name_file_and_keys(tmp_path):
 def test_cli_train_flags_map_one_to_one_to_fields():
     import typer.main
 
-    from finetune.cli import app
+    from ui.cli.finetune import app
 
     command = typer.main.get_command(app).commands["train"]
     names = {p.name for p in command.params}
@@ -73,7 +73,7 @@ def test_cli_train_flags_map_one_to_one_to_fields():
 def test_cli_import_is_light():
     import subprocess
 
-    code = "import sys, finetune.cli; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    code = "import sys, ui.cli.finetune; print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -81,7 +81,7 @@ def test_cli_import_is_light():
 def test_cli_reports_config_errors_and_parses_trl(tmp_path):
     from typer.testing import CliRunner
 
-    from finetune.cli import app, flags_to_overrides
+    from ui.cli.finetune import app, flags_to_overrides
 
     result = CliRunner().invoke(app, ["train", "--data", "x.jsonl", "--lora-r", "0", "--thinking", "no"])
     assert result.exit_code == 1 and "lora_r must be an integer >= 1, got 0" in result.output

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from finetune import stats as stats_module
 from finetune.data import DataConfig, prepare
-from finetune.data_cli import data_app
+from ui.cli.finetune import data_app
 from finetune.errors import ConfigError, DataError
 from finetune.records import Conversation, Message
 from finetune.stats import CHATML_OVERHEAD, TokenizerNotFound, qwen3_tokenizer_dir, token_stats

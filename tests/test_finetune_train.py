@@ -167,7 +167,7 @@ def test_chat_streams_replies(run):
 def test_cli_train_merge_eval(run, tmp_path):
     from typer.testing import CliRunner
 
-    from finetune.cli import app
+    from ui.cli.finetune import app
 
     cli, out = CliRunner(), tmp_path / "cli-adapter"
     result = cli.invoke(app, ["train", "--data", run.config.data[0], "--val-data", run.config.val_data[0],

@@ -237,7 +237,7 @@ def test_cli_add_list_search_rm_json(tmp_path: Path, docs: Path) -> None:
     env = os.environ | {"QDA_KB": str(tmp_path / "kb")}
 
     def run(app: str, *args: str) -> subprocess.CompletedProcess:
-        code = f"import sys; from index.cli import {app}_app as app; sys.argv[0] = {app!r}; app()"
+        code = f"import sys; from ui.cli.{app} import app; sys.argv[0] = {app!r}; app()"
         return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
                               capture_output=True, text=True)
 
@@ -256,11 +256,10 @@ def test_cli_add_list_search_rm_json(tmp_path: Path, docs: Path) -> None:
 
 
 def test_ingest_help_does_not_import_torch() -> None:
-    code = ("import sys\nfrom index.cli import ingest_app\n"
-            "try:\n    ingest_app(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom ui.cli.ingest import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
-    start = time.monotonic()
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "add" in out.stdout and time.monotonic() - start < 3  # < 1 s measured; slack for CI load
+    assert "add" in out.stdout

@@ -58,8 +58,8 @@ def running(app: object) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def spy_url(assistant_kb: Path) -> Iterator[str]:
-    from assistant.core import Assistant
-    from assistant.server import create_app
+    from assistant.answer import Assistant
+    from ui.http import create_app
 
     bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(echo_source), condense="off", mode="bm25", k=1)
     with running(create_app(bot)) as url:
@@ -68,8 +68,8 @@ def spy_url(assistant_kb: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def tiny_url(assistant_kb: Path, tiny_qwen3: Path) -> Iterator[str]:
-    from assistant.core import Assistant
-    from assistant.server import create_app
+    from assistant.answer import Assistant
+    from ui.http import create_app
 
     bot = Assistant(kb=assistant_kb, model=str(tiny_qwen3), condense="off", mode="bm25", k=2, max_new_tokens=6,
                     device="cpu")
@@ -193,8 +193,8 @@ def test_settings_reach_the_assistant(assistant_kb: Path) -> None:
     """temperature, top_p, max_tokens, the system prompt, k and mode map onto Assistant.ask."""
     from fastapi.testclient import TestClient
 
-    from assistant.core import Assistant
-    from assistant.server import create_app
+    from assistant.answer import Assistant
+    from ui.http import create_app
 
     spy = SpyBackend("Fine [1].")
     bot = Assistant(kb=assistant_kb, model="spy", backend=spy, condense="off")
@@ -215,8 +215,8 @@ def test_settings_reach_the_assistant(assistant_kb: Path) -> None:
 def test_failure_mid_stream_is_reported_in_the_stream(assistant_kb: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from assistant.core import Assistant
-    from assistant.server import create_app
+    from assistant.answer import Assistant
+    from ui.http import create_app
 
     class Failing(SpyBackend):
         def generate(self, messages, params, *, stream=False, on_first_token=None):  # type: ignore[override]

@@ -33,7 +33,7 @@ def upload(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def test_uploads_are_hash_named_titled_and_reported(tmp_path: Path, kb: object) -> None:
-    from ui.uploads import ingest_uploads, report_rows, report_summary
+    from ui.web.uploads import ingest_uploads, report_rows, report_summary
 
     good = upload(tmp_path, "Boiler Manual (v2).md", TEXT.encode())
     files = [good, upload(tmp_path, "evil.exe", b"MZ"), upload(tmp_path, "huge.txt", b"x" * 3000),
@@ -59,7 +59,7 @@ def test_uploads_are_hash_named_titled_and_reported(tmp_path: Path, kb: object) 
 
 
 def test_delete_removes_the_document_and_its_stored_file(tmp_path: Path, kb: object) -> None:
-    from ui.uploads import ingest_uploads, remove_document
+    from ui.web.uploads import ingest_uploads, remove_document
 
     (row,) = ingest_uploads(kb, [upload(tmp_path, "a.txt", TEXT.encode())], max_bytes=1 << 20)
     assert (kb.path / "files" / f"{row.doc_sha256}.txt").is_file()
@@ -69,8 +69,8 @@ def test_delete_removes_the_document_and_its_stored_file(tmp_path: Path, kb: obj
 
 
 def test_chat_turn_streams_then_adds_sources(assistant_kb: Path) -> None:
-    from assistant.core import Assistant
-    from ui.app import ask_history, chat_turn, overrides
+    from assistant.answer import Assistant
+    from ui.web.app import ask_history, chat_turn, overrides
 
     spy = SpyBackend(echo_source)
     bot = Assistant(kb=assistant_kb, model="spy", backend=spy, condense="off")
@@ -93,8 +93,8 @@ def test_chat_turn_streams_then_adds_sources(assistant_kb: Path) -> None:
 
 
 def test_chat_turn_reports_errors_and_ignores_blank_input(assistant_kb: Path) -> None:
-    from assistant.core import Assistant
-    from ui.app import chat_turn, overrides
+    from assistant.answer import Assistant
+    from ui.web.app import chat_turn, overrides
 
     bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(), condense="off")
     assert list(chat_turn(bot, "   ", [], overrides(1, "bm25", False, 0, False, False))) == [[]]
@@ -103,8 +103,8 @@ def test_chat_turn_reports_errors_and_ignores_blank_input(assistant_kb: Path) ->
 
 
 def test_retrieval_only_lists_passages_with_sources(assistant_kb: Path) -> None:
-    from assistant.core import Assistant
-    from ui.app import chat_turn, overrides
+    from assistant.answer import Assistant
+    from ui.web.app import chat_turn, overrides
 
     bot = Assistant(kb=assistant_kb, model="never-loaded", condense="off")
     final = list(chat_turn(bot, TARGETS[7][0], [], overrides(2, "bm25", False, 0, False, True)))[-1]
@@ -134,8 +134,8 @@ def launched(demo: object) -> Iterator[str]:
 def test_eight_concurrent_ui_chats_keep_their_own_sources(assistant_kb: Path, tmp_path: Path) -> None:
     from gradio_client import Client
 
-    from assistant.core import Assistant
-    from ui.app import build_app
+    from assistant.answer import Assistant
+    from ui.web.app import build_app
 
     bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(echo_source), condense="off")
     with launched(build_app(bot, kb_dir=assistant_kb)) as url:
@@ -151,7 +151,7 @@ def test_eight_concurrent_ui_chats_keep_their_own_sources(assistant_kb: Path, tm
 
 
 def test_cli_has_ui_command_without_heavy_imports(cli_help) -> None:
-    out, heavy = cli_help("ui.cli", ["ui", "--help"])
+    out, heavy = cli_help("ui.cli.assistant", ["ui", "--help"])
     for flag in ("--kb", "--model", "--adapter", "--host", "--port", "--max-upload-mb", "--retrieval-only"):
         assert flag in out, flag
     assert "127.0.0.1" in out and heavy == []

@@ -50,11 +50,11 @@ def test_upload_ask_and_see_the_source(tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
     from index.kb import KnowledgeBase
     from playwright.sync_api import expect
 
-    from ui.app import build_app
+    from ui.web.app import build_app
 
     KnowledgeBase.open(tmp_path / "kb", embedder="hash-64", max_tokens=64, overlap=0).close()
     pdf = write_pdf(tmp_path / "Kettle Manual.pdf", PAGES)

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from assistant.backends import DEFAULT_ENDPOINT_CONTEXT, GenParams
+from assistant.backends.base import DEFAULT_ENDPOINT_CONTEXT, GenParams
 from assistant.errors import BackendError
 
 PER_MESSAGE_TOKENS = 4  # <|im_start|>role\n ... <|im_end|>\n

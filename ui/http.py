@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
     from assistant.records import Answer
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The ``assistant`` command line: ``ask``, ``chat``, ``serve`` (and ``eval``, from :mod:`assistant.eval_cli`).
+"""The ``assistant`` command line: ``ask``, ``chat``, ``serve``, ``eval`` and ``ui``.
 
     assistant ask "What is the refund policy?" --kb kb --model ~/models/Qwen3-0.6B
     assistant ask "退货政策是什么？" --retrieval-only --json
@@ -13,12 +13,13 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from assistant.config import CONDENSE, THINKING, AssistantConfig
 from index.config import KB_ENV, MODES
+from ui.cli.errors import friendly
 
 app = typer.Typer(help="Ask questions about your documents: answers grounded in cited pages.",
                   no_args_is_help=True, add_completion=False)
@@ -53,28 +54,6 @@ CONFIG_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Typed errors -> one red line on stderr and exit code 2 (1 for a failing backend)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from assistant.errors import AssistantError, BackendError, ModelLoadError
-        from index.errors import IndexError_
-
-        try:
-            return fn(*args, **kwargs)
-        except (BackendError, ModelLoadError) as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(1) from None
-        except (AssistantError, IndexError_, ValueError, FileNotFoundError) as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
 def config_options(fn: Callable[..., Any] | None = None, *, exclude: tuple[str, ...] = ()) -> Any:
     """Add the CONFIG_OPTIONS flags (but ``exclude``) to ``fn``'s signature; ``fn`` gets ``config=AssistantConfig``."""
     if fn is None:
@@ -96,7 +75,7 @@ def config_options(fn: Callable[..., Any] | None = None, *, exclude: tuple[str, 
 
 
 def _assistant(config: AssistantConfig) -> Any:
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
 
     return Assistant(config=config)
 
@@ -202,13 +181,69 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
     Here --api-key is the key clients must send; the key of an --endpoint behind this server
     comes from $OPENAI_API_KEY.
     """
-    try:
-        from assistant.server import serve as run_server
-    except ImportError as e:
-        typer.secho(f"error: the server is not available in this installation ({e})", fg="red", err=True)
-        raise typer.Exit(1) from None
+    from ui.http import serve as run_server
+
     run_server(_assistant(config), host=host, port=port, api_key=api_key)
 
 
-# `assistant eval` lives in its own module; importing it here registers it wherever this app runs.
-from assistant import eval_cli  # noqa: E402,F401  (after `app` and the helpers it uses exist)
+DATA_HELP = "gold Q&A file (JSON/JSONL; repeatable): question, answer(s), optional doc/page/answerable"
+
+
+@app.command("eval")
+@friendly
+@config_options
+def eval_command(data: List[Path] = typer.Option(..., "--data", help=DATA_HELP),
+                 out: Path = typer.Option(Path("eval/results.json"), "--out", help="results JSON"),
+                 markdown: Optional[Path] = typer.Option(None, "--markdown",
+                                                         help="Markdown table \\[default: beside --out, .md]"),
+                 plot: Optional[Path] = typer.Option(None, "--plot", help="bar chart PNG of the systems"),
+                 systems: Optional[List[str]] = typer.Option(
+                     None, "--systems", help="comma-separated subset of base, base+rag, adapter, adapter+rag "
+                                             "\\[default: all that can run]"),
+                 limit: Optional[int] = typer.Option(None, "--limit", help="the first N questions only"),
+                 progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
+                 config: Optional[AssistantConfig] = None) -> None:
+    """Score retrieval (hit@k, MRR) and four systems (base / adapter, closed-book / RAG) in one table."""
+    from assistant.evaluation.run import EvalConfig, run_eval
+
+    chosen = None if not systems else tuple(s.strip() for part in systems for s in part.split(",") if s.strip())
+    cfg = EvalConfig(data=tuple(data), out=out, markdown=markdown, plot=plot, systems=chosen, limit=limit,
+                     progress=progress)
+    bot = _assistant(config)
+    try:
+        result = run_eval(cfg, bot)
+    finally:
+        bot.close()
+    from assistant.evaluation.report import markdown as render
+
+    for problem in result.problems:
+        typer.secho(f"warning: {problem.detail}", fg="yellow", err=True)
+    typer.echo(render(result))
+    written = [cfg.out, cfg.markdown_path] + ([cfg.plot] if cfg.plot else [])
+    typer.echo("wrote " + ", ".join(map(str, written)))
+
+
+@app.command()
+@friendly
+@config_options
+def ui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+       port: int = typer.Option(7860, help="TCP port"),
+       max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", help="largest file the Documents tab accepts"),
+       config: Optional[AssistantConfig] = None) -> None:
+    """Open the web UI: chat with cited answers, upload and manage documents."""
+    kb = Path(config.kb)
+    if not (kb / "kb.sqlite").is_file():
+        from index.kb import KnowledgeBase
+
+        KnowledgeBase.open(kb, embedder=config.embedder).close()
+        typer.secho(f"created an empty knowledge base at {kb}; add documents in the Documents tab", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(f"warning: serving on {host}: anyone who can reach it can read and change your documents",
+                    fg="yellow", err=True)
+    from ui.app import launch
+
+    launch(_assistant(config), kb_dir=kb, host=host, port=port, max_upload_mb=max_upload_mb)
+
+
+if __name__ == "__main__":
+    app()

@@ -216,7 +216,7 @@ def is_abstention(text: str, abstained: bool = False, abstain_texts: Sequence[st
     """
     if abstained:
         return True
-    from assistant.core import ABSTAIN_EN, ABSTAIN_ZH
+    from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH
 
     body = normalise(text)
     for fixed in (ABSTAIN_EN, ABSTAIN_ZH, *abstain_texts):

@@ -1,8 +1,8 @@
 """Fine-tuning records built from the knowledge base (``finetune data from-kb``).
 
 For each gold question (a Q&A file in any fine-tuning format, read by :func:`assistant.qa.read_qa`,
-and/or pairs generated from chunks by :mod:`assistant.question_gen`) the record's prompt is
-exactly what :meth:`assistant.core.Assistant.ask` sends for that question: the same retrieval
+and/or pairs generated from chunks by :mod:`assistant.from_kb.questions`) the record's prompt is
+exactly what :meth:`assistant.answer.Assistant.ask` sends for that question: the same retrieval
 (kb, k, mode, embedder), the same system prompt and the same token budget (counted with the
 ``model``'s tokenizer and context length; no model weights are loaded). One prompt builder,
 :func:`assistant.prompt.build_messages`, serves training and use, so an adapter trained on these
@@ -17,7 +17,7 @@ A record is one JSON line::
               "retrieved": ["<chunk id>", ...], "gold_chunk": null}}
 
 ``finetune data check`` / ``finetune train`` read it as an OpenAI-messages record (``meta`` is
-ignored). Which source holds the answer, and how the citation is placed: :mod:`assistant.gold`.
+ignored). Which source holds the answer, and how the citation is placed: :mod:`assistant.from_kb.gold`.
 A Q&A record's own system prompt is not used: the records carry the assistant's.
 When no retrieved source holds it, ``on_miss`` decides: ``inject`` (default) fetches the gold
 chunk from the knowledge base and puts it in place of the lowest-ranked source at a seeded
@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from assistant.config import DEFAULT_MODEL, AssistantConfig
-from assistant.core import Assistant, abstain_message
+from assistant.answer import Assistant, abstain_message
 from assistant.errors import ConfigError, PromptTooLong, TrainingDataError
-from assistant.gold import Gold, cite, gold_chunk, holds_answer, locate
+from assistant.from_kb.gold import Gold, cite, gold_chunk, holds_answer, locate
 from assistant.qa import read_qa
 from finetune.records import Problem
 from index.config import default_kb
@@ -346,7 +346,7 @@ def _gold_questions(config: FromKBConfig, bot: Assistant, generator: Any,
     golds = [Gold(item) for item in items]
     generated: dict[str, int] = {}
     if config.generate_questions:
-        from assistant.question_gen import generate_golds
+        from assistant.from_kb.questions import generate_golds
 
         made, bad, generated = generate_golds(config, bot, generator, progress=progress)
         golds += made

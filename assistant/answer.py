@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from assistant.backends import Backend, GenParams, ThinkSplitter, make_backend
+from assistant.backends import make_backend
+from assistant.backends.base import Backend, GenParams, ThinkSplitter
 from assistant.citations import all_citations, extract_citations
 from assistant.condense import condense
 from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AssistantConfig
@@ -216,7 +217,7 @@ class Assistant:
 
         Same system prompt, token budget and source dropping as :meth:`prompt`; used to build
         training records whose sources are not the plain retrieval (an injected gold chunk, or
-        distractors only: see :mod:`assistant.training_data`).
+        distractors only: see :mod:`assistant.from_kb.build`).
         """
         call = self._start(question, history, None, overrides)
         call.standalone, call.hits, call.timings = call.question, tuple(hits), {}

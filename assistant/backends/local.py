@@ -4,8 +4,8 @@ Qwen3's chat template renders the prompt (``enable_thinking`` from the call); a 
 template gets the ChatML fallback that ``finetune`` trains with. Streaming runs ``generate`` in a
 thread feeding a ``TextIteratorStreamer``; a lock serialises generation on the one model.
 
->>> from assistant.backend_local import LocalBackend
->>> from assistant.backends import GenParams
+>>> from assistant.backends.local import LocalBackend
+>>> from assistant.backends.base import GenParams
 >>> backend = LocalBackend("path/to/Qwen3-0.6B", adapter="outputs/qwen3-lora")   # loads nothing yet
 >>> "".join(backend.generate([{"role": "user", "content": "Hi"}], GenParams(), stream=True))  # doctest: +SKIP
 'Hello! How can I help you today?'
@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from assistant.backends import GenParams, cut_at
+from assistant.backends.base import GenParams, cut_at
 from assistant.errors import ModelLoadError
 
 # For tokenizers without a chat template (a base model such as gemma-3-270m): ChatML as Qwen renders it.

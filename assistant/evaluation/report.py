@@ -14,10 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assistant.evaluate import CLOSED_BOOK_PROMPT, STAGES
+from assistant.evaluation.run import CLOSED_BOOK_PROMPT, STAGES
 
 if TYPE_CHECKING:
-    from assistant.evaluate import EvalResult
+    from assistant.evaluation.run import EvalResult
 
 __all__ = ["to_dict", "write_json", "markdown", "write_markdown", "write_plot", "PLOT_METRICS"]
 
@@ -119,7 +119,7 @@ def _timings(result: "EvalResult") -> list[str]:
 
 
 def _definitions() -> list[str]:
-    return ["Definitions (see `assistant.eval_metrics`): EM = normalised answer equals a reference; token F1 = "
+    return ["Definitions (see `assistant.evaluation.metrics`): EM = normalised answer equals a reference; token F1 = "
             "best word-overlap F1 (jieba for Chinese); contains = a reference occurs in the answer; citation "
             "precision = share of cited sources holding a reference answer (or the gold page), over answers that "
             "cite; abstention correct = distractor-only questions the system declined; false abstention = "

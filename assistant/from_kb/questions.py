@@ -23,16 +23,17 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from assistant.backends import GenParams, make_backend
-from assistant.core import is_chinese
+from assistant.backends import make_backend
+from assistant.backends.base import GenParams
+from assistant.answer import is_chinese
 from assistant.errors import BackendError
-from assistant.gold import Gold
+from assistant.from_kb.gold import Gold
 from assistant.qa import QAItem
 from finetune.records import Problem
 
 if TYPE_CHECKING:
-    from assistant.core import Assistant
-    from assistant.training_data import FromKBConfig
+    from assistant.answer import Assistant
+    from assistant.from_kb.build import FromKBConfig
     from index.records import Hit
 
 GEN_TOKENS = 256  # one question and a one-or-two-sentence answer
@@ -180,7 +181,7 @@ def generator_backend(config: "FromKBConfig", bot: "Assistant") -> Any:
 def generate_golds(config: "FromKBConfig", bot: "Assistant", generator: Any = None, *,
                    progress: bool = False) -> tuple[list[Gold], list[Problem], dict[str, int]]:
     """Gold questions generated from ``config.generate_questions`` sampled chunks (and ``--qa-out`` written)."""
-    from assistant.training_data import write_jsonl_atomic
+    from assistant.from_kb.build import write_jsonl_atomic
 
     chunks = sample_chunks(bot.kb, config.generate_questions, config.seed)
     pairs, problems = generate_pairs(generator or generator_backend(config, bot), chunks, progress=progress)

@@ -1,5 +1,5 @@
 """Where a gold answer is: which retrieved source holds it, which chunk of the knowledge base does,
-and the cited target answer (used by ``finetune data from-kb``, :mod:`assistant.training_data`).
+and the cited target answer (used by ``finetune data from-kb``, :mod:`assistant.from_kb.build`).
 
 Which source *holds the answer* (first rule that applies):
 
@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from assistant.eval_metrics import contains_answer, doc_matches  # the same gold tests as `assistant eval`
+from assistant.evaluation.metrics import contains_answer, doc_matches  # the same gold tests as `assistant eval`
 from assistant.prompt import strip_citations
 from assistant.qa import QAItem
 

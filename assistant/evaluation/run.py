@@ -9,7 +9,7 @@ Four systems answer every gold question (:mod:`assistant.qa`):
 One model is loaded; the local backend disables the adapter for the base systems. Without an
 adapter only the two base systems run (the report says why). Retrieval is scored once per
 question (hit@k, MRR of the gold; it does not depend on the model); the RAG systems retrieve
-again inside ``ask`` so their stage timings are real. Metrics: :mod:`assistant.eval_metrics`.
+again inside ``ask`` so their stage timings are real. Metrics: :mod:`assistant.evaluation.metrics`.
 A model warm-up call (loading; reported as ``load_s``) runs before anything is timed.
 
 >>> from assistant import Assistant
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from assistant.backends import GenParams, ThinkSplitter
+from assistant.backends.base import GenParams, ThinkSplitter
 from assistant.errors import ConfigError, PromptTooLong
-from assistant.eval_metrics import (RULES, citation_precision, contains_answer, doc_matches, exact_match, gold_rank,
+from assistant.evaluation.metrics import (RULES, citation_precision, contains_answer, doc_matches, exact_match, gold_rank,
                                     gold_rule, is_abstention, reciprocal_rank, token_f1)
 from assistant.records import Answer, Timings
 
 if TYPE_CHECKING:
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
     from assistant.qa import QAItem
     from finetune.records import Problem
 
@@ -128,14 +128,14 @@ class RetrievalRow:
     """Where the gold ranked among the retrieved hits of one answerable question."""
 
     source: str
-    rule: str  # page | doc | answer (see assistant.eval_metrics)
+    rule: str  # page | doc | answer (see assistant.evaluation.metrics)
     rank: int | None  # 1-based; None: not retrieved
     retrieval_s: float
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Everything one ``assistant eval`` run measured (see :mod:`assistant.eval_report` for the files)."""
+    """Everything one ``assistant eval`` run measured (see :mod:`assistant.evaluation.report` for the files)."""
 
     systems: tuple[str, ...]  # the systems that ran
     skipped: dict[str, str]  # system -> why it did not run
@@ -269,7 +269,7 @@ def retrieval_pass(bot: "Assistant", items: Sequence["QAItem"]) -> tuple[list[Re
     """Rank of the gold among the top-k hits of each answerable item, and hit@c / MRR over them."""
     cfg, rows = bot.config, []
     answerable = [i for i in items if i.answerable]
-    from assistant.core import is_chinese
+    from assistant.answer import is_chinese
 
     for question in {is_chinese(i.question): i.question for i in answerable}.values():  # untimed warm-up:
         bot.kb.search(question, k=cfg.k, mode=cfg.mode)  # the embedder loads, and jieba on a Chinese query
@@ -356,7 +356,7 @@ def _public_config(bot: "Assistant") -> dict[str, Any]:
 
 def run_eval(cfg: EvalConfig, bot: "Assistant") -> EvalResult:
     """Read the gold data, run the systems, write the JSON, the Markdown table and (``plot``) the chart."""
-    from assistant.eval_report import write_json, write_markdown, write_plot
+    from assistant.evaluation.report import write_json, write_markdown, write_plot
     from assistant.qa import read_qa
 
     systems, skipped = plan_systems(cfg.systems, adapter=bool(bot.config.adapter),

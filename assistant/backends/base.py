@@ -2,9 +2,11 @@
 separating ``<think>`` reasoning from the answer, cutting at a stop text.
 
 The two implementations: a local transformers model with an optional PEFT adapter
-(:mod:`assistant.backend_local`) and any OpenAI-compatible endpoint (:mod:`assistant.backend_openai`).
+(:mod:`assistant.backends.local`) and any OpenAI-compatible endpoint (:mod:`assistant.backends.openai_compat`);
+:func:`assistant.backends.make_backend` picks one.
 
->>> from assistant.backends import GenParams, make_backend
+>>> from assistant.backends import make_backend
+>>> from assistant.backends.base import GenParams
 >>> from assistant.config import AssistantConfig
 >>> backend = make_backend(AssistantConfig(model="path/to/Qwen3-0.6B"))          # loads nothing yet
 >>> msgs = [{"role": "user", "content": "Hi"}]
@@ -14,10 +16,7 @@ The two implementations: a local transformers model with an optional PEFT adapte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol
-
-if TYPE_CHECKING:
-    from assistant.config import AssistantConfig
+from typing import Callable, Iterator, Protocol
 
 DEFAULT_ENDPOINT_CONTEXT = 8192  # tokens, when the endpoint's context length is not given
 
@@ -47,18 +46,6 @@ class Backend(Protocol):
 
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]: ...
-
-
-def make_backend(config: "AssistantConfig") -> Backend:
-    """The OpenAI-compatible backend when ``endpoint`` is set, else the local transformers one."""
-    if config.endpoint:
-        from assistant.backend_openai import OpenAIBackend
-
-        return OpenAIBackend(config.endpoint, config.model, api_key=config.api_key,
-                             context_tokens=config.context_tokens, timeout_s=config.timeout_s)
-    from assistant.backend_local import LocalBackend
-
-    return LocalBackend(config.model, config.adapter, device=config.device, context_tokens=config.context_tokens)
 
 
 def cut_at(pieces: Iterator[str], stop: str) -> Iterator[str]:

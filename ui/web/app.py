@@ -6,8 +6,8 @@
 * **Documents**: upload PDFs / text files (type and size checked), ingested with a progress bar
   into the same per-file status table as ``ingest add``; list and delete documents.
 
->>> from assistant.core import Assistant                          # doctest: +SKIP
->>> from ui.app import build_app, launch                          # doctest: +SKIP
+>>> from assistant.answer import Assistant                          # doctest: +SKIP
+>>> from ui.web.app import build_app, launch                          # doctest: +SKIP
 >>> launch(Assistant(kb="kb", model="Qwen/Qwen3-0.6B"))           # doctest: +SKIP  (http://127.0.0.1:7860)
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from ui.uploads import (DOC_COLUMNS, REPORT_COLUMNS, document_rows, ingest_uploads, remove_document,
+from ui.web.uploads import (DOC_COLUMNS, REPORT_COLUMNS, document_rows, ingest_uploads, remove_document,
                         report_rows, report_summary, supported_suffixes)
 
 if TYPE_CHECKING:
     import gradio as gr
 
-    from assistant.core import Assistant
+    from assistant.answer import Assistant
     from assistant.records import Answer, Citation
 
 log = logging.getLogger(__name__)
