@@ -5,8 +5,11 @@
 >>> answer = bot.ask("退货政策是什么？")                                  # doctest: +SKIP
 >>> answer.text, [(c.title, c.page) for c in answer.citations]         # doctest: +SKIP
 ('购买后三十天内可以退货 [1]。', [('policy', 2)])
->>> for piece in bot.ask("What about refunds?", history=[...], stream=True):  # doctest: +SKIP
-...     print(piece if isinstance(piece, str) else piece.citations)
+>>> stream = bot.stream("What about refunds?", history=[...])            # doctest: +SKIP
+>>> for piece in stream:                                                 # doctest: +SKIP
+...     print(piece, end="")
+>>> stream.answer.citations                                              # doctest: +SKIP
+>>> bot.ask("保修期多长？", options=AskOptions(k=3, mode="dense"))         # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -16,13 +19,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from assistant.backends import make_backend
 from assistant.backends.base import Backend, GenParams, ThinkSplitter
 from assistant.citations import all_citations, extract_citations
 from assistant.condense import condense
-from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AssistantConfig
+from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AskOptions, AssistantConfig
 from assistant.errors import ConfigError, KnowledgeBaseError
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
 from assistant.records import Answer, Timings
@@ -30,8 +33,6 @@ from index.records import Hit
 
 ABSTAIN_EN = "The documents do not contain this information."
 ABSTAIN_ZH = "文档中没有包含这方面的信息。"
-CALL_OVERRIDES = ("k", "mode", "temperature", "top_p", "max_new_tokens", "thinking", "retrieval_only",
-                  "abstain_threshold", "system_prompt", "condense")
 CONDENSE_TOKENS = 64  # a standalone question is short
 RUN_CARD = "run_card.json"
 
@@ -181,64 +182,73 @@ class Assistant:
             self._kb.close()
 
     # -- asking ---------------------------------------------------------------------------
-    def ask(self, question: str, history: Sequence[Any] | None = None, k: int | None = None,
-            stream: bool = False, **overrides: Any) -> Answer | Iterator[str | Answer]:
+    def ask(self, question: str, history: Sequence[Any] | None = None,
+            options: AskOptions | None = None) -> Answer:
         """Answer ``question`` from the knowledge base, citing sources as [n].
 
-        ``history``: earlier messages (oldest first). Per-call overrides: k, mode,
-        temperature, top_p, max_new_tokens, thinking, retrieval_only, abstain_threshold,
-        system_prompt, condense, use_adapter (False: the base model without the adapter).
-        ``stream=True`` returns an iterator of text pieces ending with the final Answer.
+        ``history``: earlier messages (oldest first), as ``{"role", "content"}`` dicts or
+        (user, assistant) pairs. ``options``: per-call settings (:class:`AskOptions`).
+        Raises ConfigError (empty question, bad option), PromptTooLong, BackendError,
+        finetune's ModelLoadError.
         """
-        call = self._start(question, history, k, overrides)
+        with self._run(question, history, options, stream=False) as pieces:
+            for _ in pieces:
+                pass
+            return pieces.answer
+
+    def stream(self, question: str, history: Sequence[Any] | None = None,
+               options: AskOptions | None = None) -> "AnswerStream":
+        """Like :meth:`ask`, but the answer text comes in pieces as it is generated.
+
+        Retrieval (and its errors) happen here, before the first piece; iterate the result for
+        the text pieces, then read its ``answer`` (the final :class:`Answer`). Closing the stream
+        early (``close()``, ``with``, or dropping it) stops the generation behind it.
+        """
+        return self._run(question, history, options, stream=True)
+
+    def _run(self, question: str, history: Sequence[Any] | None, options: AskOptions | None, *,
+             stream: bool) -> "AnswerStream":
+        call = self._start(question, history, options)
         self._retrieve(call)
         if self._abstains(call):
-            return self._fixed(call, abstain_message(question), abstained=True, stream=stream)
+            return AnswerStream(self._fixed(call, abstain_message(question), abstained=True))
         if call.cfg.retrieval_only:
             text = "\n\n".join(format_source(i, h) for i, h in enumerate(call.hits, 1))
-            return self._fixed(call, text, abstained=False, stream=stream, sources=call.hits)
+            return AnswerStream(self._fixed(call, text, abstained=False, sources=call.hits))
         messages, sources = self._prompt(call)
         gen_start = call.clock.elapsed()
         pieces = self.backend.generate(messages, self._params(call.cfg, call.use_adapter), stream=stream,
                                        on_first_token=call.clock.first_token)
-        answer = self._answers(call, pieces, tuple(sources), gen_start)
-        return answer if stream else _last(answer)
+        return AnswerStream(self._answers(call, pieces, tuple(sources), gen_start))
 
-    def prompt(self, question: str, history: Sequence[Any] | None = None, k: int | None = None,
-               **overrides: Any) -> tuple[list[dict], list[Hit]]:
+    def prompt(self, question: str, history: Sequence[Any] | None = None,
+               options: AskOptions | None = None) -> tuple[list[dict], list[Hit]]:
         """The chat messages (and the sources in them) ``ask`` would send to the model."""
-        call = self._start(question, history, k, overrides)
+        call = self._start(question, history, options)
         self._retrieve(call)
         return self._prompt(call)
 
     def prompt_from_hits(self, question: str, hits: Sequence[Hit], history: Sequence[Any] | None = None,
-                         **overrides: Any) -> tuple[list[dict], list[Hit]]:
+                         options: AskOptions | None = None) -> tuple[list[dict], list[Hit]]:
         """The messages ``ask`` would send had retrieval returned ``hits`` (rank order, best first).
 
         Same system prompt, token budget and source dropping as :meth:`prompt`; used to build
         training records whose sources are not the plain retrieval (an injected gold chunk, or
         distractors only: see :mod:`assistant.from_kb.build`).
         """
-        call = self._start(question, history, None, overrides)
+        call = self._start(question, history, options)
         call.standalone, call.hits, call.timings = call.question, tuple(hits), {}
         return self._prompt(call)
 
-    def _start(self, question: str, history: Sequence[Any] | None, k: int | None,
-               overrides: dict[str, Any]) -> _Call:
+    def _start(self, question: str, history: Sequence[Any] | None, options: AskOptions | None) -> _Call:
         clock = _Clock()
-        use_adapter = overrides.pop("use_adapter", True)
-        unknown = sorted(set(overrides) - set(CALL_OVERRIDES))
-        if unknown:
-            raise ConfigError(f"ask() does not take {', '.join(unknown)}; per-call settings are "
-                              f"{', '.join(CALL_OVERRIDES)}, use_adapter")
-        if k is not None:
-            overrides["k"] = k
-        cfg = replace(self.config, **overrides) if overrides else self.config
+        options = options or AskOptions()
+        if not isinstance(options, AskOptions):
+            raise ConfigError(f"options must be an AskOptions, got {type(options).__name__}")
+        cfg = options.apply(self.config)
         if not isinstance(question, str) or not question.strip():
             raise ConfigError(f"the question is empty ({question!r})")
-        if not isinstance(use_adapter, bool):
-            raise ConfigError(f"use_adapter={use_adapter!r} must be True or False")
-        return _Call(question.strip(), normalise_history(history), cfg, use_adapter, clock)
+        return _Call(question.strip(), normalise_history(history), cfg, options.use_adapter, clock)
 
     def _retrieve(self, call: _Call) -> None:
         cfg, clock = call.cfg, call.clock
@@ -292,13 +302,13 @@ class Assistant:
         return GenParams(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature),
                          top_p=float(cfg.top_p), thinking=self.thinking(cfg, use_adapter), use_adapter=use_adapter)
 
-    def _fixed(self, call: _Call, text: str, *, abstained: bool, stream: bool,
-               sources: tuple[Hit, ...] = ()) -> Answer | Iterator[str | Answer]:
+    def _fixed(self, call: _Call, text: str, *, abstained: bool,
+               sources: tuple[Hit, ...] = ()) -> Iterator[str | Answer]:
         call.clock.first_token()
         answer = Answer(text=text, citations=all_citations(sources), hits=call.hits, sources=sources,
                         abstained=abstained, question=call.question, standalone_question=call.standalone,
                         timings=call.timed())
-        return iter([text, answer]) if stream else answer
+        return iter([text, answer])
 
     def _answers(self, call: _Call, pieces: Iterator[str], sources: tuple[Hit, ...],
                  gen_start: float) -> Iterator[str | Answer]:
@@ -356,11 +366,42 @@ class QueryMemo:
         return f"QueryMemo({self.inner!r})"
 
 
-def _last(items: Iterator[Any]) -> Any:
-    last = None
-    for last in items:
-        pass
-    return last
+class AnswerStream:
+    """The text pieces of one answer as they are generated; afterwards ``answer`` is the final Answer.
+
+    >>> final = Answer(text="Yes [1].", citations=(), hits=(), sources=())
+    >>> stream = AnswerStream(iter(["Yes", " [1].", final]))
+    >>> "".join(stream), stream.answer.text
+    ('Yes [1].', 'Yes [1].')
+    """
+
+    def __init__(self, items: Iterable[str | Answer]) -> None:
+        self._items = iter(items)
+        self._answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for item in self._items:
+            if isinstance(item, Answer):
+                self._answer = item
+            elif item:
+                yield item
+
+    @property
+    def answer(self) -> Answer:
+        """The final Answer (text, citations, sources, timings); raises RuntimeError before the end."""
+        if self._answer is None:
+            raise RuntimeError("the answer is not complete: iterate the stream to its end first")
+        return self._answer
+
+    def close(self) -> None:
+        """Stop early: the generation behind the stream stops too."""
+        getattr(self._items, "close", lambda: None)()
+
+    def __enter__(self) -> "AnswerStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def top_cosine(kb: Any, query: str, mode: str, hits: Sequence[Hit]) -> float:

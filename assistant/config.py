@@ -13,7 +13,7 @@ assistant.errors.ConfigError: k=0 must be >= 1; mode='fuzzy' is not one of hybri
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from assistant.errors import ConfigError
@@ -131,3 +131,44 @@ def _endpoint_problems(c: AssistantConfig) -> list[str]:
             out.append(f"adapter={c.adapter!r} is not a PEFT adapter folder (no adapter_config.json "
                        "there); give the folder `finetune train` wrote")
     return out
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    """Per-call settings of :meth:`assistant.Assistant.ask` / ``stream`` / ``prompt``.
+
+    Each field but ``use_adapter`` is the :class:`AssistantConfig` field of the same name; None
+    keeps the assistant's own value. ``use_adapter=False`` runs the base model without its adapter
+    (same prompt otherwise), e.g. to compare the two. Values are validated by :meth:`apply`.
+
+    >>> base = AssistantConfig(k=5)
+    >>> AskOptions(k=3, thinking=True).apply(base).k, AskOptions(thinking=True).apply(base).thinking
+    (3, 'on')
+    >>> AskOptions().apply(base) is base
+    True
+    >>> AskOptions(k=0).apply(base)                     # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    assistant.errors.ConfigError: k=0 must be >= 1
+    """
+
+    k: int | None = None
+    mode: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    thinking: str | bool | None = None
+    retrieval_only: bool | None = None
+    abstain_threshold: float | None = None
+    system_prompt: str | None = None
+    condense: str | None = None
+    use_adapter: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use_adapter, bool):
+            raise ConfigError(f"use_adapter={self.use_adapter!r} must be True or False")
+
+    def apply(self, config: AssistantConfig) -> AssistantConfig:
+        """``config`` with the fields set here replaced (validated: raises ConfigError naming bad values)."""
+        given = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.name != "use_adapter" and getattr(self, f.name) is not None}
+        return replace(config, **given) if given else config

@@ -79,10 +79,10 @@ def baseline_ttft(bot: object, question: str) -> float:
 
 
 def timed_ask(bot: object, question: str, history: list[dict] | None = None) -> object:
-    answer = None
-    for piece in bot.ask(question, history=history, stream=True):
-        answer = piece
-    return answer
+    stream = bot.stream(question, history=history)
+    for _ in stream:
+        pass
+    return stream.answer
 
 
 def row(label: str, t: object, base: float) -> tuple[float, float]:

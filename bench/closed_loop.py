@@ -220,6 +220,7 @@ def assistant_ids(bot, messages: list[dict], use_adapter: bool) -> list[int]:
 def parity(args: argparse.Namespace, work: Path, records: Path, adapter: Path | None = None) -> dict:
     """Compare, for every training record, training prompt ids with the assistant's; assert equality."""
     from assistant.answer import Assistant
+    from assistant.config import AskOptions
 
     trained = training_prompts(records, args.model)
     bot = Assistant(kb=str(work / "kb"), model=args.model, adapter=str(adapter) if adapter else None, k=args.k,
@@ -241,7 +242,7 @@ def parity(args: argparse.Namespace, work: Path, records: Path, adapter: Path | 
                                             "training": len(trained.get(source) or [])})
             if rec["meta"]["kind"] == "answer" and rec["meta"].get("found") in ("text", "doc/page", "chunk"):
                 stats["retrieval_checked"] += 1
-                own = bot.prompt(messages[-1]["content"], use_adapter=adapter is not None)[0]
+                own = bot.prompt(messages[-1]["content"], options=AskOptions(use_adapter=adapter is not None))[0]
                 stats["retrieval_equal"] += own == messages
     finally:
         bot.close()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant, normalise_history
+from assistant.config import AskOptions
 from assistant.errors import ConfigError, KnowledgeBaseError
 from assistant.prompt import format_source
 from fixtures_assistant import SpyBackend
@@ -77,12 +78,13 @@ def test_abstains_below_threshold_without_calling_the_model(kb: RecordingKB) -> 
                               ("量子色动力学的晶格规范模拟", ABSTAIN_ZH)):
         answer = bot.ask(question)
         assert answer.abstained and answer.text == message and answer.citations == ()
-        streamed = list(bot.ask(question, stream=True))
-        assert streamed[0] == message and streamed[-1].abstained
+        streamed = bot.stream(question)
+        assert list(streamed) == [message] and streamed.answer.abstained
     assert spy.calls == []
     answer = bot.ask(REFUND_Q)
     assert not answer.abstained and len(spy.calls) == 1 and answer.citations[0].title == "refund_policy"
-    assert not bot.ask("quantum chromodynamics lattice gauge simulations", abstain_threshold=-1).abstained
+    assert not bot.ask("quantum chromodynamics lattice gauge simulations",
+                       options=AskOptions(abstain_threshold=-1)).abstained
 
 
 def test_follow_up_is_condensed_before_retrieval(kb: RecordingKB) -> None:
@@ -107,9 +109,10 @@ def test_retrieval_only_lists_passages_and_condenses_heuristically(kb: Recording
     assert answer.text == "\n\n".join(format_source(n, h) for n, h in enumerate(answer.sources, 1))
     assert [c.number for c in answer.citations] == [1, 2] and answer.sources == answer.hits
     assert answer.sources[0].title == "aspirin_side_effects"
-    pieces = list(bot.ask(REFUND_Q, stream=True))
-    assert pieces[0] == pieces[-1].text and pieces[-1].citations[0].title == "refund_policy"
-    assert json.loads(json.dumps(pieces[-1].timings.__dict__))["total_s"] >= 0
+    stream = bot.stream(REFUND_Q)
+    pieces = list(stream)
+    assert pieces == [stream.answer.text] and stream.answer.citations[0].title == "refund_policy"
+    assert json.loads(json.dumps(stream.answer.timings.__dict__))["total_s"] >= 0
 
 
 def test_concurrent_asks_each_get_their_own_sources(kb: RecordingKB) -> None:
@@ -142,10 +145,14 @@ def test_bad_input_is_reported_up_front(kb: RecordingKB, tmp_path: Path) -> None
     bot = Assistant(kb, backend=SpyBackend())
     with pytest.raises(ConfigError, match="question is empty"):
         bot.ask("  ")
-    with pytest.raises(ConfigError, match="does not take model"):
-        bot.ask("q", model="x")
+    with pytest.raises(TypeError):
+        bot.ask("q", model="x")  # per-call settings are an AskOptions, not keywords
+    with pytest.raises(ConfigError, match="options must be an AskOptions"):
+        bot.ask("q", options={"k": 3})
     with pytest.raises(ConfigError, match="k=0"):
-        bot.ask("q", k=0)
+        bot.ask("q", options=AskOptions(k=0))
+    with pytest.raises(ConfigError, match="use_adapter"):
+        AskOptions(use_adapter="no")
     with pytest.raises(ConfigError, match=r"history\[0\]"):
         normalise_history([{"role": "tool", "content": "x"}])
     with pytest.raises(KnowledgeBaseError, match="ingest add"):
@@ -157,11 +164,11 @@ def test_bad_input_is_reported_up_front(kb: RecordingKB, tmp_path: Path) -> None
 def test_thinking_goes_to_reasoning_not_to_the_text(kb: RecordingKB) -> None:
     spy = SpyBackend("<think>\nThe handbook says two years.\n</think>\n\nTwo years [1].")
     bot = Assistant(kb, backend=spy, k=2)
-    answer = bot.ask("How long is the warranty on company laptops?", thinking="on")
+    answer = bot.ask("How long is the warranty on company laptops?", options=AskOptions(thinking="on"))
     assert answer.text == "Two years [1]." and answer.reasoning == "The handbook says two years."
     assert spy.calls[-1][1].thinking is True and answer.citations[0].page == 2
-    pieces = list(bot.ask("How long is the warranty on company laptops?", stream=True))
-    assert "".join(pieces[:-1]) == "Two years [1]." and "think" not in "".join(pieces[:-1])
+    pieces = list(bot.stream("How long is the warranty on company laptops?"))
+    assert "".join(pieces) == "Two years [1]." and "think" not in "".join(pieces)
     assert spy.calls[-1][1].thinking is False  # default "auto" without an adapter: off
 
 
@@ -174,3 +181,15 @@ def test_query_is_embedded_once_per_ask(assistant_kb: Path) -> None:  # noqa: F8
     answer = bot.ask(REFUND_Q)
     assert seen == [REFUND_Q] and not answer.abstained and answer.sources[0].title == "refund_policy"
     bot.close()
+
+
+def test_ask_options_name_only_assistant_config_fields() -> None:
+    """Per-call settings are AssistantConfig fields (validated there), plus use_adapter."""
+    import dataclasses
+
+    from assistant.config import AssistantConfig
+
+    names = {f.name for f in dataclasses.fields(AskOptions)} - {"use_adapter"}
+    assert names <= {f.name for f in dataclasses.fields(AssistantConfig)}
+    base = AssistantConfig(k=5, thinking="auto")
+    assert AskOptions(k=2, thinking=False).apply(base) == dataclasses.replace(base, k=2, thinking="off")

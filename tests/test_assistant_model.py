@@ -10,6 +10,7 @@ import pytest
 
 from assistant.backends.local import CHATML_FALLBACK, LocalBackend
 from assistant.answer import Assistant
+from assistant.config import AskOptions
 from assistant.errors import ModelLoadError
 
 QUESTION = "How long is the warranty on company laptops?"
@@ -35,15 +36,18 @@ def test_prompt_tokens_are_the_chat_template_ones(bot: Assistant) -> None:
 
 def test_stream_yields_the_same_text_as_non_streaming(bot: Assistant) -> None:
     whole = bot.ask(QUESTION)
-    pieces = list(bot.ask(QUESTION, stream=True))
-    final = pieces[-1]
-    assert all(isinstance(p, str) for p in pieces[:-1]) and len(pieces) > 2
-    assert "".join(pieces[:-1]) == final.text == whole.text != ""
+    stream = bot.stream(QUESTION)
+    pieces = list(stream)
+    final = stream.answer
+    assert all(isinstance(p, str) for p in pieces) and len(pieces) > 1
+    assert "".join(pieces) == final.text == whole.text != ""
     assert final.sources == whole.sources and final.timings.first_token_s > 0
     assert 0 < whole.timings.first_token_s <= whole.timings.total_s
-    abandoned = bot.ask(QUESTION, stream=True, max_new_tokens=200)
-    assert isinstance(next(abandoned), str)
+    abandoned = bot.stream(QUESTION, options=AskOptions(max_new_tokens=200))
+    assert isinstance(next(iter(abandoned)), str)
     abandoned.close()  # stops that generation and frees the model for the next ask
+    with pytest.raises(RuntimeError, match="not complete"):
+        abandoned.answer
     assert bot.ask(QUESTION).text == whole.text
 
 
@@ -51,13 +55,19 @@ def test_concurrent_asks_share_one_model_safely(bot: Assistant) -> None:
     questions = ["What is the refund policy?", "Where are parking permits issued?", "What does green tea contain?",
                  "退货政策是什么？", "What are the side effects of aspirin?", QUESTION, "When are office hours?",
                  "Why take aspirin daily?"]
-    expected = {q: bot.ask(q, max_new_tokens=4) for q in questions}
+    short = AskOptions(max_new_tokens=4)
+    expected = {q: bot.ask(q, options=short) for q in questions}
     got: dict[str, object] = {}
     errors: list[BaseException] = []
 
     def run(q: str, stream: bool) -> None:
         try:
-            got[q] = list(bot.ask(q, max_new_tokens=4, stream=True))[-1] if stream else bot.ask(q, max_new_tokens=4)
+            if stream:
+                pieces = bot.stream(q, options=short)
+                list(pieces)
+                got[q] = pieces.answer
+            else:
+                got[q] = bot.ask(q, options=short)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -115,9 +125,10 @@ def test_adapter_changes_the_answer(bot: Assistant, assistant_kb: Path, tiny_qwe
     answer = tuned.ask(QUESTION)
     assert answer.text == MEMORISED
     assert [(c.number, c.title, c.page) for c in answer.citations] == [(1, "handbook", 2)]
-    assert tuned.ask(QUESTION, use_adapter=False).text != MEMORISED
+    assert tuned.ask(QUESTION, options=AskOptions(use_adapter=False)).text != MEMORISED
     assert bot.ask(QUESTION).text != MEMORISED
-    assert list(tuned.ask(QUESTION, stream=True))[-1].text == MEMORISED
+    streamed = tuned.stream(QUESTION)
+    assert "".join(streamed) == streamed.answer.text == MEMORISED
     (adapter / "run_card.json").write_text(json.dumps({"system": "Only cite the handbook.", "enable_thinking": False}))
     assert tuned.system_prompt() == "Only cite the handbook." and tuned.thinking() is False
     assert tuned.prompt(QUESTION)[0][0]["content"].startswith("Only cite the handbook.")

@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-    from assistant.answer import Assistant
+    from assistant.answer import Assistant, AnswerStream
+    from assistant.config import AskOptions
     from assistant.records import Answer
 
 log = logging.getLogger(__name__)
@@ -99,15 +100,14 @@ def split_messages(messages: list[Message]) -> tuple[str, list[dict], str | None
     return question, history, "\n\n".join(systems) or None
 
 
-def ask_overrides(req: ChatRequest, system: str | None) -> dict[str, Any]:
-    """The per-call settings of ``Assistant.ask`` the request sets."""
-    out: dict[str, Any] = {"temperature": req.temperature, "top_p": req.top_p,
-                           "max_new_tokens": req.max_completion_tokens or req.max_tokens,
-                           "system_prompt": system, "k": req.k, "mode": req.mode,
-                           "retrieval_only": req.retrieval_only, "use_adapter": req.use_adapter}
-    if req.thinking is not None:
-        out["thinking"] = req.thinking if isinstance(req.thinking, str) else ("on" if req.thinking else "off")
-    return {k: v for k, v in out.items() if v is not None}
+def ask_options(req: ChatRequest, system: str | None) -> "AskOptions":
+    """The per-call settings of ``Assistant.ask`` the request sets (None: the server's own)."""
+    from assistant.config import AskOptions
+
+    return AskOptions(temperature=req.temperature, top_p=req.top_p,
+                      max_new_tokens=req.max_completion_tokens or req.max_tokens, system_prompt=system,
+                      k=req.k, mode=req.mode, retrieval_only=req.retrieval_only, thinking=req.thinking,
+                      use_adapter=True if req.use_adapter is None else req.use_adapter)
 
 
 # -- responses --------------------------------------------------------------------------
@@ -142,17 +142,16 @@ def chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = 
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def sse_stream(pieces: Iterator[Any], model: str, cid: str, created: int) -> Iterator[str]:
-    """OpenAI chunks for ``Assistant.ask(stream=True)``'s pieces; the final Answer's citations last."""
+def sse_stream(pieces: "AnswerStream", model: str, cid: str, created: int) -> Iterator[str]:
+    """OpenAI chunks for ``Assistant.stream``'s pieces; the final Answer's citations last."""
     yield chunk(cid, created, model, {"role": "assistant", "content": ""})
     try:
-        for piece in pieces:
-            if isinstance(piece, str):
-                if piece:
-                    yield chunk(cid, created, model, {"content": piece})
-                continue
-            extra = {"reasoning_content": piece.reasoning} if piece.reasoning else {}
-            yield chunk(cid, created, model, extra, "stop", **extra_fields(piece))
+        with pieces:
+            for piece in pieces:
+                yield chunk(cid, created, model, {"content": piece})
+            answer = pieces.answer
+        extra = {"reasoning_content": answer.reasoning} if answer.reasoning else {}
+        yield chunk(cid, created, model, extra, "stop", **extra_fields(answer))
     except Exception as e:  # noqa: BLE001 - headers are sent: the error goes into the stream
         log.exception("generation failed mid-stream")
         yield f"data: {json.dumps(error_body(f'generation failed: {e}', 'server_error'))}\n\n"
@@ -211,12 +210,12 @@ def _complete(assistant: "Assistant", req: ChatRequest, name: str) -> Any:
 
     question, history, system = split_messages(req.messages)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    overrides = ask_overrides(req, system)
+    options = ask_options(req, system)
     if req.stream:  # retrieval runs here, so its errors are still plain HTTP errors
-        pieces = assistant.ask(question, history=history, stream=True, **overrides)
-        return StreamingResponse(sse_stream(iter(pieces), name, cid, created), media_type="text/event-stream",
+        pieces = assistant.stream(question, history=history, options=options)
+        return StreamingResponse(sse_stream(pieces, name, cid, created), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return completion(assistant.ask(question, history=history, **overrides), name, cid, created)
+    return completion(assistant.ask(question, history=history, options=options), name, cid, created)
 
 
 def _model_card(name: str, created: int) -> dict:

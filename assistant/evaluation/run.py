@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from assistant.backends.base import GenParams, ThinkSplitter
+from assistant.config import AskOptions
 from assistant.errors import ConfigError, PromptTooLong
 from assistant.evaluation.metrics import (RULES, citation_precision, contains_answer, doc_matches, exact_match, gold_rank,
                                     gold_rule, is_abstention, reciprocal_rank, token_f1)
@@ -213,7 +214,7 @@ def _answer(bot: "Assistant", system: str, item: "QAItem") -> Row:
     use_adapter = system.startswith("adapter")
     try:
         if system.endswith("+rag"):
-            answer = bot.ask(item.question, use_adapter=use_adapter)
+            answer = bot.ask(item.question, options=AskOptions(use_adapter=use_adapter))
         else:
             answer = closed_book(bot, item.question, use_adapter)
     except PromptTooLong as exc:  # this item only; the run goes on

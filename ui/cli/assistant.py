@@ -105,20 +105,14 @@ def answer_json(answer: Any) -> str:
     return json.dumps(dataclasses.asdict(answer), ensure_ascii=False, indent=2)
 
 
-def _show(result: Any, stream: bool, console: Any) -> Any:
-    """Print an answer (streamed pieces as they come); return the final Answer."""
-    if not stream:
-        console.print(result.text, markup=False)
-        return result
-    answer = None
-    for piece in result:
-        if isinstance(piece, str):
+def _print_stream(pieces: Any) -> Any:
+    """Print an ``AnswerStream``'s pieces as they come; return the final Answer."""
+    with pieces:
+        for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
-        else:
-            answer = piece
-    sys.stdout.write("\n")
-    return answer
+        sys.stdout.write("\n")
+        return pieces.answer
 
 
 @app.command()
@@ -134,7 +128,11 @@ def ask(question: str = typer.Argument(..., help="the question (any language)"),
         sys.stdout.write(answer_json(bot.ask(question)) + "\n")
         return
     console = _console()
-    answer = _show(bot.ask(question, stream=stream), stream, console)
+    if stream:
+        answer = _print_stream(bot.stream(question))
+    else:
+        answer = bot.ask(question)
+        console.print(answer.text, markup=False)
     if answer.reasoning:
         console.print(f"[dim]reasoning: {answer.reasoning}[/]", markup=True)
     print_sources(answer, console)
@@ -163,7 +161,7 @@ def chat(config: Optional[AssistantConfig] = None) -> None:
             continue
         if not question:
             continue
-        answer = _show(bot.ask(question, history=history, stream=True), True, console)
+        answer = _print_stream(bot.stream(question, history=history))
         print_sources(answer, console)
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.text}]
 

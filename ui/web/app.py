@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import gradio as gr
 
     from assistant.answer import Assistant
+    from assistant.config import AskOptions
     from assistant.records import Answer, Citation
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,12 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
 
 # -- chat --------------------------------------------------------------------------------
 def overrides(k: float, mode: str, use_adapter: bool, temperature: float, thinking: bool,
-              retrieval_only: bool) -> dict[str, Any]:
-    """``Assistant.ask`` settings from the settings panel's values."""
-    return {"k": int(k), "mode": mode, "use_adapter": bool(use_adapter), "temperature": float(temperature),
-            "thinking": "on" if thinking else "off", "retrieval_only": bool(retrieval_only)}
+              retrieval_only: bool) -> "AskOptions":
+    """Per-call settings of ``Assistant.stream`` from the settings panel's values."""
+    from assistant.config import AskOptions
+
+    return AskOptions(k=int(k), mode=mode, use_adapter=bool(use_adapter), temperature=float(temperature),
+                      thinking="on" if thinking else "off", retrieval_only=bool(retrieval_only))
 
 
 def message_text(message: dict) -> str:
@@ -64,7 +67,7 @@ def ask_history(chat: Sequence[dict]) -> list[dict]:
 
 
 def chat_turn(assistant: "Assistant", message: str, chat: list[dict] | None,
-              settings: dict[str, Any]) -> Iterator[list[dict]]:
+              settings: "AskOptions") -> Iterator[list[dict]]:
     """Stream one turn: yields the whole chat after each piece, then with the sources added."""
     chat = list(chat or [])
     question = (message or "").strip()
@@ -75,19 +78,17 @@ def chat_turn(assistant: "Assistant", message: str, chat: list[dict] | None,
     chat = chat + [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
     yield list(chat)
     try:
-        answer = None
-        for piece in assistant.ask(question, history=history, stream=True, **settings):
-            if isinstance(piece, str):
+        with assistant.stream(question, history=history, options=settings) as pieces:
+            for piece in pieces:
                 chat[-1] = {"role": "assistant", "content": chat[-1]["content"] + piece}
                 yield list(chat)
-            else:
-                answer = piece
+            answer = pieces.answer
     except Exception as e:  # noqa: BLE001 - shown in the chat; the app goes on
         log.exception("ask failed")
         chat[-1] = {"role": "assistant", "content": f"⚠️ {e}", "metadata": {"title": "Error"}}
         yield chat
         return
-    yield (chat[:-1] + answer_messages(answer)) if answer is not None else list(chat)
+    yield chat[:-1] + answer_messages(answer)
 
 
 def answer_messages(answer: "Answer") -> list[dict]:
