@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED=False
 export HF_HUB_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast eval bench clean
+.PHONY: install demo lint test test-fast eval bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,11 +25,17 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python demo/run_demo.py
 
-test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+# Doctests of every package run with the tests; ruff first (fast, and a lint failure says more than a test's).
+PACKAGES := common ingest index finetune assistant ui
 
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not integration"
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q -m "not slow" --doctest-modules tests $(PACKAGES)
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow and not integration" --doctest-modules tests $(PACKAGES)
 
 eval: install
 	$(BIN)/python bench/retrieval_eval.py

@@ -17,8 +17,8 @@ Prints, per threshold, the false-abstention rate (answerable questions refused) 
 false-answer rate (unanswerable ones answered), per corpus and overall, and the threshold
 it recommends: the highest one that refuses at most 2 % of the answerable questions of EVERY
 corpus (a user's knowledge base is one corpus; refusing a question the documents answer is
-worse than answering "from" weak sources, which the model is told to decline anyway). The baseline is no abstention (threshold -1: 0 % refused,
-100 % of unanswerable questions answered).
+worse than answering "from" weak sources, which the model is told to decline anyway). The
+baseline is no abstention (threshold -1: 0 % refused, 100 % of unanswerable questions answered).
 
 Run niced (embeds ~3k passages with e5 on CPU, a few minutes):
     nice -n 10 .venv/bin/python bench/abstain_calibration.py [--queries 150 --distractors 1200]

@@ -12,6 +12,7 @@ lists. Baseline in the same run: each single retriever (dense, BM25). Embeddings
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -26,6 +27,7 @@ sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
 ] + [str(Path(__file__).resolve().parent)]
 
 from embcache import CachedEmbedder  # noqa: E402
+
 from index.beir import BeirSet, load_beir, score_rankings, subset, to_documents  # noqa: E402
 from index.bm25 import BM25Index, make_tokenizer  # noqa: E402
 from index.fusion import fuse  # noqa: E402
@@ -186,7 +188,7 @@ def main() -> None:
     from index.embedder import load_embedder
 
     emb = CachedEmbedder(load_embedder(args.embedder), args.emb_cache)
-    log = (lambda m: print(m, file=sys.stderr, flush=True))
+    log = functools.partial(print, file=sys.stderr, flush=True)
     subsets = dict(item.split("=", 1) for item in args.subset)
     all_results = {s: sweep_set(s, emb, args.candidates, log, subsets.get(s), args.bm25_only, args.quick,
                                 args.cached_only) for s in args.sets}

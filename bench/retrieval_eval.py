@@ -16,6 +16,7 @@ knowledge bases and query embeddings are cached under $QDA_CACHE, so later runs 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [
 ] + [str(Path(__file__).resolve().parent)]
 
 from embcache import CachedEmbedder  # noqa: E402
+
 from index.beir import BeirSet, evaluate, load_beir, subset, to_documents  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "retrieval"
@@ -54,7 +56,7 @@ def eval_set(data: BeirSet, emb, folder: Path, modes: tuple[str, ...], log) -> d
         out = {}
         for mode in modes:
             t0 = time.time()
-            figures = evaluate(lambda q, n: kb.search(q, k=n, mode=mode), data,
+            figures = evaluate(lambda q, n, mode=mode: kb.search(q, k=n, mode=mode), data,
                                lambda hit: Path(hit.path).name, k=10, depth=100)
             ms = 1000 * (time.time() - t0) / max(len(data.queries), 1)
             out[mode] = figures | {"ms_per_query": ms}
@@ -92,7 +94,7 @@ def main() -> None:
 
     if not DATA.is_dir() and not all(Path(s).is_dir() for s in args.sets):
         sys.exit(f"evaluation data not found at {DATA} (a checkout without ../shared)")
-    log = (lambda m: print(m, file=sys.stderr, flush=True))
+    log = functools.partial(print, file=sys.stderr, flush=True)
     emb = CachedEmbedder(load_embedder(args.embedder), args.emb_cache)
     root = args.kb_root or cache_root() / "beir"
     results = {}

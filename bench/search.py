@@ -39,9 +39,9 @@ import os
 import re
 import statistics
 import sys
-from collections import defaultdict
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -172,8 +172,8 @@ def build_kb(path: Path, emb: BenchEmbedder, n_chunks: int) -> object:
     the FAISS and BM25 indexes once, at its end); the number of documents needed is
     estimated from how the real chunker cuts a sample.
     """
-    from ingest.chunk import chunk_pages
     from index.kb import KnowledgeBase
+    from ingest.chunk import chunk_pages
 
     kb = KnowledgeBase.open(path, embedder=emb)
     have, gen, start = kb.store.count_chunks(), TextGen(seed=1234), time.perf_counter()

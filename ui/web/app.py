@@ -6,9 +6,11 @@
 * **Documents**: upload PDFs / text files (type and size checked), ingested with a progress bar
   into the same per-file status table as ``ingest add``; list and delete documents.
 
+Serving on http://127.0.0.1:7860 by default:
+
 >>> from assistant.answer import Assistant                          # doctest: +SKIP
->>> from ui.web.app import build_app, launch                          # doctest: +SKIP
->>> launch(Assistant(kb="kb", model="Qwen/Qwen3-0.6B"))           # doctest: +SKIP  (http://127.0.0.1:7860)
+>>> from ui.web.app import build_app, launch                        # doctest: +SKIP
+>>> launch(Assistant(kb="kb", model="Qwen/Qwen3-0.6B"))             # doctest: +SKIP
 """
 from __future__ import annotations
 
