@@ -1,8 +1,19 @@
 """Embeddings, FAISS + BM25 hybrid retrieval and retrieval evaluation over a knowledge-base folder.
 
->>> from index import KnowledgeBase        # doctest: +SKIP
->>> kb = KnowledgeBase.open("kb")           # doctest: +SKIP
->>> kb.search("what is the refund policy?", k=5, mode="hybrid")  # doctest: +SKIP
+A knowledge base in a temporary folder, with the exact hash-seeded test embedder (``hash-64``;
+leave ``embedder`` out for the default multilingual-e5-small):
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from index import KnowledgeBase
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "policy.txt").write_text("Opened vacuums carry a 15 percent restocking fee.", encoding="utf-8")
+>>> kb = KnowledgeBase.open(folder / "kb", embedder="hash-64")
+>>> kb.add([str(folder / "policy.txt")]).count("added")
+1
+>>> [(hit.title, hit.page_start) for hit in kb.search("restocking fee", k=1, mode="hybrid")]
+[('policy', 1)]
+>>> kb.close()
 """
 from __future__ import annotations
 

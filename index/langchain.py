@@ -1,10 +1,16 @@
 """LangChain adapter: a knowledge base as a ``BaseRetriever`` for LangChain chains.
 
->>> from index import KnowledgeBase                       # doctest: +SKIP
->>> from index.langchain import KnowledgeBaseRetriever    # doctest: +SKIP
->>> retriever = KnowledgeBaseRetriever(kb=KnowledgeBase.open("kb"), k=4)  # doctest: +SKIP
->>> docs = retriever.invoke("什么是混合检索？")              # doctest: +SKIP
->>> docs[0].metadata["page"]                              # doctest: +SKIP
+>>> import tempfile
+>>> from pathlib import Path
+>>> from index import KnowledgeBase
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "faq.txt").write_text("混合检索结合了向量检索和关键词检索。", encoding="utf-8")
+>>> kb = KnowledgeBase.open(folder / "kb", embedder="hash-64")
+>>> _ = kb.add([str(folder / "faq.txt")])
+>>> docs = KnowledgeBaseRetriever(kb=kb, k=4).invoke("什么是混合检索？")
+>>> docs[0].metadata["title"], docs[0].metadata["page"]
+('faq', 1)
+>>> kb.close()
 """
 from __future__ import annotations
 
