@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -17,8 +19,9 @@ from index import derived
 from index.config import DEFAULT_EMBEDDER, MODES, IndexConfig
 from index.errors import BadQuery, EmbedderMismatch, SchemaMismatch
 from index.lock import WriteLock
+from index.pipeline import add_files, add_loaded, find_document, removed_under
 from index.records import Hit
-from index.report import AddReport, FileResult
+from index.report import AddReport
 from index.store import SCHEMA_VERSION, DocInfo, Store
 
 CANDIDATES = 100  # chunks each retriever contributes before fusion (or k, when larger)
@@ -79,31 +82,25 @@ class KnowledgeBase:
     def add(self, paths: Sequence[str | Path], *, password: str | None = None,
             progress: bool = False) -> AddReport:
         """Ingest files, globs and folders; every file ends as one row of the report."""
-        from index.pipeline import add_files
-
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            report = add_files(self, [str(p) for p in paths],
+            report = add_files(self.store, self.embedder, self.config, [str(p) for p in paths],
                                password=password or self.config.password, progress=progress)
             self._refresh_derived()
         return report
 
     def add_documents(self, docs: Iterable[object], *, progress: bool = False) -> AddReport:
         """Ingest documents already in memory (``ingest.records.Document``), e.g. a BEIR corpus."""
-        from index.pipeline import add_loaded
-
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            report = add_loaded(self, list(docs), progress=progress)
+            report = add_loaded(self.store, self.embedder, self.config, list(docs), progress=progress)
             self._refresh_derived()
         return report
 
     def sync(self, folder: str | Path, *, password: str | None = None,
              progress: bool = False) -> AddReport:
         """Make the knowledge base mirror ``folder``: add new/changed files, remove deleted ones."""
-        from index.pipeline import add_files, removed_under
-
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            report = add_files(self, [str(folder)], password=password or self.config.password,
-                               progress=progress)
+            report = add_files(self.store, self.embedder, self.config, [str(folder)],
+                               password=password or self.config.password, progress=progress)
             gone = removed_under(self.store, Path(folder))
             self.store.delete_documents(d.sha256 for d in gone)
             report = report.with_removed(gone)
@@ -112,8 +109,6 @@ class KnowledgeBase:
 
     def remove(self, doc: str) -> DocInfo:
         """Remove one document named by sha256 (or a prefix of it), path, file name or title."""
-        from index.pipeline import find_document
-
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
             info = find_document(self.store, doc)
             self.store.delete_documents([info.sha256])
@@ -122,13 +117,35 @@ class KnowledgeBase:
 
     def reindex(self, embedder: object | str | None = None, *, progress: bool = False,
                 **fields: object) -> "KnowledgeBase":
-        """Re-chunk and re-embed every document (new embedder or chunk settings).
+        """Re-chunk and re-embed every document into a fresh store, then swap it in.
 
-        Returns the reopened knowledge base; ``self`` is closed.
+        ``embedder`` (None: this one) and ``fields`` (:class:`IndexConfig` fields, e.g.
+        ``max_tokens``) are the new settings. Returns the reopened knowledge base; ``self`` is
+        closed. The old store stays in place until the new one is complete; the swap is one
+        ``os.replace`` of ``kb.sqlite`` (after removing ``derived.json``, so no stale index is
+        ever taken for current), and the derived indexes are moved in after it.
         """
-        from index.pipeline import reindex
-
-        return reindex(self, embedder, progress=progress, **fields)
+        root, tmp = self.path, self.path / "reindex.tmp"
+        with WriteLock(root, timeout_s=self.config.lock_timeout_s):
+            shutil.rmtree(tmp, ignore_errors=True)
+            config = replace(self.config, kb=tmp, embedder=None, **fields)  # type: ignore[arg-type]
+            new = KnowledgeBase.open(tmp, embedder=self.embedder if embedder is None else embedder,
+                                     config=config)
+            docs = [self.store.document_record(d.sha256) for d in self.documents()]
+            sizes = {d.sha256: self.store.document_size(d.sha256) for d in docs}
+            with WriteLock(tmp, timeout_s=0):
+                add_loaded(new.store, new.embedder, new.config, docs, progress=progress, sizes=sizes)
+                new._refresh_derived()
+            new.close()
+            self.close()
+            (root / "derived.json").unlink(missing_ok=True)
+            os.replace(tmp / "kb.sqlite", root / "kb.sqlite")
+            os.replace(tmp / "faiss.index", root / "faiss.index")
+            shutil.rmtree(root / "bm25", ignore_errors=True)
+            os.replace(tmp / "bm25", root / "bm25")
+            os.replace(tmp / "derived.json", root / "derived.json")
+            shutil.rmtree(tmp, ignore_errors=True)
+        return KnowledgeBase.open(root, config=replace(config, kb=root))
 
     def documents(self) -> list[DocInfo]:
         return self.store.documents()

@@ -1,60 +1,65 @@
-"""The knowledge base's single-writer lock: an flock on ``<kb>/write.lock`` holding the owner's pid.
+"""The knowledge base's single-writer lock: ``filelock.FileLock`` on ``<kb>/write.lock``.
 
-flock is released by the kernel when its process dies (``kill -9`` included), so a crashed
-writer never leaves a stale lock behind.
+On Unix ``FileLock`` is an ``flock``, which the kernel releases when its process dies
+(``kill -9`` included), so a crashed writer never leaves a stale lock behind. (A soft lock, a
+file whose mere existence means "locked", would outlive such a writer.)
+
+The holder's pid goes into a side file, ``<kb>/write.lock.pid``: filelock owns the lock file's
+contents (some versions truncate it on every open, a waiter's included). A waiter that gives
+up reads it for the "locked by pid N" message; a pid left by a killed writer is overwritten by
+the next holder and never read while nobody holds the lock, except by a waiter racing the new
+holder's first write (the message then names the old pid).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
 from types import TracebackType
 
+from filelock import FileLock, Timeout
+
 from index.errors import KBLocked
 
-POLL_S = 0.2  # how often a waiting writer retries
+POLL_S = 0.2  # seconds between a waiting writer's tries
 
 
 class WriteLock:
-    """Exclusive writer lock. Waits up to ``timeout_s`` then raises :class:`KBLocked`.
+    """Exclusive writer lock. Waits up to ``timeout_s`` seconds, then raises :class:`KBLocked`.
+
+    Not reentrant: a second ``WriteLock`` on the same folder waits for the first, in this
+    process too.
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
-    >>> with WriteLock(d):
-    ...     pass
+    >>> with WriteLock(d) as lock:
+    ...     lock.pid_path.read_text() == str(os.getpid())
+    True
+    >>> lock.pid_path.exists()   # removed on release
+    False
     """
 
     def __init__(self, kb_dir: Path, *, timeout_s: float = 10.0) -> None:
         self.path = Path(kb_dir) / "write.lock"
+        self.pid_path = Path(kb_dir) / "write.lock.pid"
         self.timeout_s = timeout_s
-        self._fd: int | None = None
+        self._lock = FileLock(self.path)
 
     def acquire(self) -> None:
+        """Take the lock, or raise :class:`KBLocked` naming the holder's pid after ``timeout_s``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         start = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = time.monotonic() - start
-                if waited >= self.timeout_s:
-                    pid = _read_pid(fd)
-                    os.close(fd)
-                    raise KBLocked(str(self.path.parent), pid, waited) from None
-                time.sleep(POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
+        try:
+            self._lock.acquire(timeout=self.timeout_s, poll_interval=POLL_S)
+        except Timeout:
+            raise KBLocked(str(self.path.parent), _read_pid(self.pid_path),
+                           time.monotonic() - start) from None
+        self.pid_path.write_text(str(os.getpid()))
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock.is_locked:
+            self.pid_path.unlink(missing_ok=True)
+            self._lock.release()
 
     def __enter__(self) -> "WriteLock":
         self.acquire()
@@ -65,6 +70,10 @@ class WriteLock:
         self.release()
 
 
-def _read_pid(fd: int) -> int | None:
-    raw = os.pread(fd, 32, 0).decode(errors="ignore").strip()
+def _read_pid(path: Path) -> int | None:
+    """The pid recorded by the lock's holder, or None (none recorded yet, or unreadable)."""
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return None
     return int(raw) if raw.isdigit() else None

@@ -4,22 +4,23 @@ Small documents are pooled so that each ``encode`` call embeds about ``BATCH_CHU
 (one call per tiny document would starve the model of batch parallelism); each document is
 then committed in its own SQLite transaction, so an interrupted batch keeps every document
 finished before the interruption and the next run completes the rest.
+
+The functions take the pieces they write with (a :class:`~index.store.Store`, an embedder and
+the :class:`~index.config.IndexConfig` with the chunk settings), not the knowledge base:
+``index.kb`` calls them under its write lock and then refreshes the derived indexes.
 """
 from __future__ import annotations
 
 import os
-import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
+from index.config import IndexConfig
 from index.errors import DocumentNotFound
 from index.report import AddReport, FileResult
 from index.store import DocInfo, Store
 from ingest.records import Chunk, Document
-
-if TYPE_CHECKING:
-    from index.kb import KnowledgeBase
 
 BATCH_CHUNKS = 256  # chunks per encode call
 
@@ -33,24 +34,36 @@ class _Prepared:
     size: int  # bytes of the source file (text bytes for in-memory documents)
 
 
-def add_files(kb: "KnowledgeBase", args: Sequence[str], *, password: str | None,
-              progress: bool) -> AddReport:
-    """Add files/globs/folders; returns one result per file (and per unmatched argument)."""
+@dataclass(frozen=True)
+class _Sink:
+    """What one run writes with: the store, the embedder (``index.embedder.Embedder``), the settings."""
+
+    store: Store
+    embedder: Any
+    config: IndexConfig  # max_tokens and overlap resolved (as ``KnowledgeBase.open`` leaves them)
+
+
+def add_files(store: Store, embedder: Any, config: IndexConfig, args: Sequence[str], *,
+              password: str | None, progress: bool) -> AddReport:
+    """Add files/globs/folders; returns one result per file (and per unmatched argument).
+
+    The caller holds the write lock and refreshes the derived indexes afterwards.
+    """
     from tqdm import tqdm
 
     from ingest.files import expand_paths
 
+    sink = _Sink(store, embedder, config)
     paths, problems = expand_paths(args)
     results: dict[int, FileResult] = {}
     order = 0
     for problem in problems:
-        results[order] = FileResult(path=problem.split("'")[1] if "'" in problem else problem,
-                                    status="failed", reason=problem)
+        results[order] = FileResult(path=problem.path, status="failed", reason=problem.reason)
         order += 1
-    batch = _Batch(kb, results)
+    batch = _Batch(sink, results)
     seen: dict[str, str] = {}  # sha256 -> path, for identical files within one batch
     for path in tqdm(paths, desc="reading", unit="file", disable=not progress):
-        item = _prepare_file(kb, path, order, password, seen)
+        item = _prepare_file(sink, path, order, password, seen)
         if isinstance(item, FileResult):
             results[order] = item
         else:
@@ -60,20 +73,25 @@ def add_files(kb: "KnowledgeBase", args: Sequence[str], *, password: str | None,
     return AddReport(files=tuple(results[i] for i in sorted(results)))
 
 
-def add_loaded(kb: "KnowledgeBase", docs: Sequence[Document], *, progress: bool,
-               sizes: dict[str, int] | None = None) -> AddReport:
-    """Add documents already loaded in memory (BEIR corpora, reindexing)."""
+def add_loaded(store: Store, embedder: Any, config: IndexConfig, docs: Sequence[Document], *,
+               progress: bool, sizes: dict[str, int] | None = None) -> AddReport:
+    """Add documents already loaded in memory (BEIR corpora, reindexing).
+
+    ``sizes`` maps a document's sha256 to its source file's bytes (default: its text's UTF-8
+    bytes). The caller holds the write lock and refreshes the derived indexes afterwards.
+    """
     from tqdm import tqdm
 
+    sink = _Sink(store, embedder, config)
     results: dict[int, FileResult] = {}
-    batch = _Batch(kb, results)
+    batch = _Batch(sink, results)
     for order, doc in enumerate(tqdm(docs, desc="chunking", unit="doc", disable=not progress)):
-        if kb.store.has_document(doc.sha256):
+        if store.has_document(doc.sha256):
             results[order] = FileResult(path=str(doc.path), status="unchanged", doc_sha256=doc.sha256,
                                         pages=len(doc.pages))
             continue
         size = (sizes or {}).get(doc.sha256) or sum(len(p.text.encode()) for p in doc.pages)
-        batch.push(_chunk(kb, doc, order, size), progress)
+        batch.push(_chunk(sink, doc, order, size), progress)
     batch.flush(progress)
     return AddReport(files=tuple(results[i] for i in sorted(results)))
 
@@ -81,8 +99,8 @@ def add_loaded(kb: "KnowledgeBase", docs: Sequence[Document], *, progress: bool,
 class _Batch:
     """Pending documents whose chunks are embedded together, then stored one by one."""
 
-    def __init__(self, kb: "KnowledgeBase", results: dict[int, FileResult]) -> None:
-        self.kb, self.results, self.items = kb, results, []  # type: list[_Prepared]
+    def __init__(self, sink: _Sink, results: dict[int, FileResult]) -> None:
+        self.sink, self.results, self.items = sink, results, []  # type: list[_Prepared]
 
     def push(self, item: _Prepared, progress: bool) -> None:
         if not item.chunks:
@@ -101,7 +119,7 @@ class _Batch:
             return
         texts = [c.text for i in items for c in i.chunks]
         try:
-            vectors = self.kb.embedder.encode_passages(texts, show_progress=progress and len(texts) > 64)
+            vectors = self.sink.embedder.encode_passages(texts, show_progress=progress and len(texts) > 64)
         except Exception as e:  # noqa: BLE001 - a model failure fails these files, not the batch
             for i in items:
                 self.results[i.order] = _failed(i.doc.path, f"embedding failed: {e}")
@@ -113,7 +131,7 @@ class _Batch:
             self.results[i.order] = self._store(i, vecs)
 
     def _store(self, i: _Prepared, vecs: object) -> FileResult:
-        store = self.kb.store
+        store = self.sink.store
         old = [s for s in store.shas_at_path(str(i.doc.path)) if s != i.doc.sha256]
         store.put_document(i.doc, i.chunks, i.tokens, vecs, size=i.size, replaces=old)
         return FileResult(path=str(i.doc.path), status="replaced" if old else "added",
@@ -121,7 +139,7 @@ class _Batch:
                           chunks=len(i.chunks), reason="; ".join(i.doc.warnings))
 
 
-def _prepare_file(kb: "KnowledgeBase", path: Path, order: int, password: str | None,
+def _prepare_file(sink: _Sink, path: Path, order: int, password: str | None,
                   seen: dict[str, str]) -> _Prepared | FileResult:
     from ingest.errors import IngestError, NeedsPassword, WrongPassword
     from ingest.files import file_sha256
@@ -136,25 +154,25 @@ def _prepare_file(kb: "KnowledgeBase", path: Path, order: int, password: str | N
         return FileResult(path=str(path), status="unchanged", doc_sha256=sha,
                           reason=f"same content as {seen[sha]}")
     seen[sha] = str(path)
-    if kb.store.has_document(sha):
+    if sink.store.has_document(sha):
         return FileResult(path=str(path), status="unchanged", doc_sha256=sha)
     try:
-        doc = load_document(path, password=password, ocr=kb.config.ocr)
+        doc = load_document(path, password=password, ocr=sink.config.ocr)
     except (NeedsPassword, WrongPassword) as e:
         return FileResult(path=str(path), status="skipped", doc_sha256=sha, reason=e.reason)
     except IngestError as e:
         return _failed(path, e.reason)
     except Exception as e:  # noqa: BLE001 - one unreadable file must not stop the batch
         return _failed(path, f"unexpected error while reading: {type(e).__name__}: {e}")
-    return _chunk(kb, doc, order, path.stat().st_size)
+    return _chunk(sink, doc, order, path.stat().st_size)
 
 
-def _chunk(kb: "KnowledgeBase", doc: Document, order: int, size: int) -> _Prepared:
+def _chunk(sink: _Sink, doc: Document, order: int, size: int) -> _Prepared:
     from index.bm25 import tokenize
     from ingest.chunk import chunk_pages
 
-    chunks = chunk_pages(doc.pages, doc_sha256=doc.sha256, max_tokens=kb.config.max_tokens,
-                         overlap=kb.config.overlap, count_tokens=kb.embedder.count_tokens)
+    chunks = chunk_pages(doc.pages, doc_sha256=doc.sha256, max_tokens=sink.config.max_tokens,
+                         overlap=sink.config.overlap, count_tokens=sink.embedder.count_tokens)
     return _Prepared(order=order, doc=doc, chunks=chunks,
                      tokens=[" ".join(tokenize(c.text)) for c in chunks], size=size)
 
@@ -187,37 +205,3 @@ def find_document(store: Store, name: str) -> DocInfo:
             raise DocumentNotFound(f"{name!r} matches {len(found)} documents ({listing}); "
                                    "name one by its sha256 prefix")
     raise DocumentNotFound(f"no document matches {name!r}; `ingest list` shows what is stored")
-
-
-def reindex(kb: "KnowledgeBase", embedder: object | str | None, *, progress: bool,
-            **fields: object) -> "KnowledgeBase":
-    """Re-chunk and re-embed every stored document into a fresh store, then swap it in.
-
-    The old store stays in place until the new one is complete; the swap is one
-    ``os.replace`` of ``kb.sqlite`` (after removing ``derived.json``, so no stale index is
-    ever taken for current), and the derived indexes are moved in after it.
-    """
-    from index.kb import KnowledgeBase
-    from index.lock import WriteLock
-
-    root, tmp = kb.path, kb.path / "reindex.tmp"
-    with WriteLock(root, timeout_s=kb.config.lock_timeout_s):
-        shutil.rmtree(tmp, ignore_errors=True)
-        config = replace(kb.config, kb=tmp, embedder=None, **fields)  # type: ignore[arg-type]
-        new = KnowledgeBase.open(tmp, embedder=embedder if embedder is not None else kb.embedder,
-                                 config=config)
-        docs = [kb.store.document_record(d.sha256) for d in kb.documents()]
-        sizes = {d.sha256: kb.store.document_size(d.sha256) for d in docs}
-        with WriteLock(tmp, timeout_s=0):
-            add_loaded(new, docs, progress=progress, sizes=sizes)
-            new._refresh_derived()
-        new.close()
-        kb.close()
-        (root / "derived.json").unlink(missing_ok=True)
-        os.replace(tmp / "kb.sqlite", root / "kb.sqlite")
-        os.replace(tmp / "faiss.index", root / "faiss.index")
-        shutil.rmtree(root / "bm25", ignore_errors=True)
-        os.replace(tmp / "bm25", root / "bm25")
-        os.replace(tmp / "derived.json", root / "derived.json")
-        shutil.rmtree(tmp, ignore_errors=True)
-    return KnowledgeBase.open(root, config=replace(config, kb=root))

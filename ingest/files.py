@@ -4,11 +4,24 @@ from __future__ import annotations
 import glob
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
 _GLOB_CHARS = set("*?[")
 _BLOCK = 1 << 20  # bytes read per step while hashing
+
+
+@dataclass(frozen=True)
+class PathProblem:
+    """An argument of :func:`expand_paths` that named no usable file.
+
+    ``path`` is the argument as given (a file, folder or glob); ``reason`` is a sentence for
+    users that names it, e.g. ``"'notes.docx' is not a supported file type (...)"``.
+    """
+
+    path: str
+    reason: str
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -43,29 +56,32 @@ def _expand_one(arg: str, suffixes: tuple[str, ...]) -> tuple[list[Path], str | 
 
 
 def expand_paths(args: Sequence[str], *,
-                 suffixes: Iterable[str] = DEFAULT_SUFFIXES) -> tuple[list[Path], list[str]]:
+                 suffixes: Iterable[str] = DEFAULT_SUFFIXES) -> tuple[list[Path], list[PathProblem]]:
     """Expand files, globs (``**`` recurses) and folders (recursively) into document paths.
 
-    Returns (sorted unique absolute paths, problems); every argument is checked, so all problems
-    are reported at once. Globs and folders keep only files with one of ``suffixes`` (any case)
-    and skip hidden files and folders; a file named explicitly with another suffix is a problem.
+    Returns (sorted unique absolute paths, one :class:`PathProblem` per argument that named no
+    usable file, in argument order); every argument is checked, so all problems are reported at
+    once. Globs and folders keep only files with one of ``suffixes`` (any case) and skip hidden
+    files and folders; a file named explicitly with another suffix is a problem.
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> for name in ("a.pdf", "sub/b.md", "sub/c.docx"):
     ...     (root / name).parent.mkdir(exist_ok=True); _ = (root / name).write_text("x")
     >>> paths, problems = expand_paths([str(root), str(root / "**/*.md"), str(root / "x*.pdf")])
-    >>> [p.relative_to(root.resolve()).as_posix() for p in paths], [p[:15] for p in problems]
-    (['a.pdf', 'sub/b.md'], ['no file matches'])
+    >>> [p.relative_to(root.resolve()).as_posix() for p in paths]
+    ['a.pdf', 'sub/b.md']
+    >>> [(pathlib.Path(p.path).name, p.reason[:15]) for p in problems]
+    [('x*.pdf', 'no file matches')]
     """
     wanted = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
     found: set[Path] = set()
-    problems: list[str] = []
+    problems: list[PathProblem] = []
     for arg in args:
         paths, problem = _expand_one(str(arg), wanted)
         found.update(p.resolve() for p in paths)
         if problem:
-            problems.append(problem)
+            problems.append(PathProblem(path=str(arg), reason=problem))
     return sorted(found), problems
 
 

@@ -1,9 +1,10 @@
-"""ingest.chunk: token limit (fake and real e5 tokenizer), sentence cuts, overlap, page/offset mapping, speed."""
+"""ingest.chunk: token limit (fake and real e5 tokenizer), sentence cuts, overlap, page/offset mapping.
+
+Chunking speed is measured in ``bench/ingest.py`` (its "chunk" stage), not asserted here."""
 from __future__ import annotations
 
 import doctest
 import importlib.util
-import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ from ingest.records import Chunk, Page
 
 EN = ("Hybrid retrieval fuses dense vectors with keyword scores. The refund policy allows returns within "
       "thirty days! Did the customer keep the receipt? Dr. Smith reviewed Fig. 3 on the same day. ")
-ZH = "混合检索把向量检索和关键词检索的结果融合在一起。退货政策规定购买后三十天内可以退货！顾客保留了收据吗？“是的。”他说；"
+ZH = ("混合检索把向量检索和关键词检索的结果融合在一起。退货政策规定购买后三十天内可以退货！"
+      "顾客保留了收据吗？“是的。”他说；")
 
 
 def words(text: str) -> int:
@@ -215,13 +217,10 @@ def test_doctests() -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["zh_text_tables_quarterly_report_22p.pdf", "en_text_react_paper_31p.pdf"])
-def test_real_documents_chunk_fast_within_the_limit(shared_data: Path, e5_count: Callable[[str], int],
+def test_real_documents_chunk_within_the_limit(shared_data: Path, e5_count: Callable[[str], int],
                                                     name: str) -> None:
     doc = load_document(shared_data / "pdfs" / name, ocr=False)
-    start = time.perf_counter()
     chunks = chunk_pages(doc.pages, doc_sha256=doc.sha256, max_tokens=500, overlap=50, count_tokens=e5_count)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.5, f"{name}: {elapsed:.2f}s"  # ~0.3 s alone; headroom for a shared machine
     check_mapping(doc.pages, chunks, doc.sha256)
     counts = [e5_count(c.text) for c in chunks]
     assert max(counts) <= 500 and sum(counts) / len(counts) > 400

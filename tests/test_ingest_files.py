@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingest import files, load
-from ingest.files import expand_paths, file_sha256
+from ingest.files import PathProblem, expand_paths, file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,13 +48,21 @@ def test_every_problem_is_reported(tree: Path) -> None:
             str(tree / "sub" / "*.docx"), str(tree / "a.pdf")]
     paths, problems = expand_paths(args)
     assert rel(paths, tree) == ["a.pdf"]
-    assert problems == [
+    assert problems == [PathProblem(path=arg, reason=reason) for arg, reason in zip(args, [
         f"no file matches {str(tree / 'x*.pdf')!r}",
         f"{str(tree / 'missing.pdf')!r} does not exist",
         f"{str(tree / 'sub' / 'd.docx')!r} is not a supported file type (supported: .pdf, .txt, .md, .markdown)",
         f"folder {str(tree / 'empty')!r} holds no .pdf, .txt, .md, .markdown files",
         f"no .pdf, .txt, .md, .markdown file matches {str(tree / 'sub' / '*.docx')!r}",
-    ]
+    ])]
+
+
+def test_a_problem_names_its_argument_as_given(tmp_path: Path) -> None:
+    """The argument travels as data, so a quote in a name cannot garble it (it was parsed
+    back out of the message text before)."""
+    odd = str(tmp_path / "it's missing.pdf")
+    _, problems = expand_paths([odd])
+    assert [p.path for p in problems] == [odd] and "does not exist" in problems[0].reason
 
 
 def test_custom_suffixes_with_or_without_dot(tree: Path) -> None:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +98,13 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path: Path, docs: Path
     (docs / "empty.pdf").write_bytes(b"")
     (docs / "notes.docx").write_bytes(b"PK\x03\x04")
     kb = open_kb(tmp_path)
-    report = kb.add([docs, docs / "notes.docx", str(docs / "missing-*.pdf")])
+    odd = str(docs / "it's gone.pdf")  # a quote in the name: the argument is reported as given
+    report = kb.add([docs, docs / "notes.docx", str(docs / "missing-*.pdf"), odd])
     by_name = {Path(f.path).name: f for f in report.files}
     assert by_name["empty.pdf"].status == "failed" and by_name["empty.pdf"].reason
     assert by_name["notes.docx"].status == "failed"
-    assert any("missing-" in f.path and f.status == "failed" for f in report.files)
+    assert by_name["missing-*.pdf"].status == "failed" and "no file matches" in by_name["missing-*.pdf"].reason
+    assert by_name["it's gone.pdf"].path == odd and "does not exist" in by_name["it's gone.pdf"].reason
     assert sum(f.status == "added" for f in report.files) == 3 and not report.ok
     kb.close()
 
@@ -147,6 +148,16 @@ def test_stale_derived_indexes_are_rebuilt(tmp_path: Path, docs: Path) -> None:
     kb.close()
 
 
+def test_a_second_lock_in_the_same_process_is_refused_naming_this_pid(tmp_path: Path) -> None:
+    with WriteLock(tmp_path / "kb") as held:
+        assert held.pid_path.read_text() == str(os.getpid())
+        with pytest.raises(KBLocked, match=f"locked by pid {os.getpid()} \\(waited \\d+ s\\)"):
+            WriteLock(tmp_path / "kb", timeout_s=0).acquire()
+    assert not held.pid_path.exists()  # a clean release removes the pid
+    with WriteLock(tmp_path / "kb", timeout_s=0):
+        pass
+
+
 def test_second_writer_gets_locked_by_pid(tmp_path: Path, docs: Path) -> None:
     (tmp_path / "kb").mkdir()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -164,10 +175,12 @@ def test_second_writer_gets_locked_by_pid(tmp_path: Path, docs: Path) -> None:
             kb.add([docs])
         kb.close()
     finally:
-        holder.kill()
+        holder.kill()  # SIGKILL: the holder cannot clean up
         holder.wait()
-    with WriteLock(tmp_path / "kb", timeout_s=1):  # released by the kernel on kill -9
-        pass
+    pid_file = tmp_path / "kb" / "write.lock.pid"
+    assert pid_file.read_text() == str(holder.pid)  # left behind by the killed writer ...
+    with WriteLock(tmp_path / "kb", timeout_s=0):  # ... but the kernel released the lock itself
+        assert pid_file.read_text() == str(os.getpid())
 
 
 CRASHER = """
