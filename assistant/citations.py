@@ -1,7 +1,11 @@
 """Which numbered sources an answer cited, mapped back to document and page.
 
-Recognised marks: ``[1]``, ``[1, 2]``, ``[1][2]``, ``[1-3]``, ``【1】``, ``【1，2】`` (full-width
-digits too). Numbers outside 1..len(sources) are ignored (e.g. a year in brackets).
+The one rule of what a citation mark is (:data:`CITATION_MARK`), used to read marks here, to
+strip them from past answers (:func:`strip_citations`, for prompts and training data) and to drop
+them before scoring answers (``assistant.evaluation.metrics``): ``[1]``, ``[1, 2]``, ``[1][2]``,
+``[1-3]``, ``[1~3]``, ``【1】``, ``【1，2】``, ``［１］`` (full-width brackets, digits and signs too);
+items are separated by ``, ， 、 ; ；``. Numbers outside 1..len(sources) are not cited (e.g. a year
+in brackets), but the mark is still stripped.
 
 >>> cited_numbers("Thirty days [2][1], see also 【3，1】 and [2024].", n_sources=3)
 [2, 1, 3]
@@ -17,22 +21,35 @@ from assistant.records import Citation
 if TYPE_CHECKING:
     from index.records import Hit
 
-_SEP = r"\s*[,，、;；]\s*"
-_ITEM = r"\d+(?:\s*[-–~]\s*\d+)?"
-_MARK = re.compile(rf"[\[【]\s*({_ITEM}(?:{_SEP}{_ITEM})*)\s*[\]】]")
+_SEP = r"\s*[,，、;；]\s*"  # between items: "[1, 2]", "【1，2】"
+_RANGE = r"\s*[-–~－～]\s*"  # inside an item: "[1-3]" is sources 1 to 3
+_ITEM = rf"\d+(?:{_RANGE}\d+)?"  # \d: any Unicode digit, full-width ones too
+CITATION_MARK = re.compile(rf"[\[【［]\s*({_ITEM}(?:{_SEP}{_ITEM})*)\s*[\]】］]")
+_MARK_AND_SPACE = re.compile(rf"\s?{CITATION_MARK.pattern}")
 _MAX_RANGE = 50  # a longer range "[1-9999]" is not a citation
 
 
 def cited_numbers(text: str, n_sources: int) -> list[int]:
     """Distinct source numbers cited in ``text``, in order of first appearance."""
     seen: list[int] = []
-    for match in _MARK.finditer(unicodedata.normalize("NFKC", text)):
+    for match in CITATION_MARK.finditer(unicodedata.normalize("NFKC", text)):
         for item in re.split(_SEP, match.group(1)):
-            bounds = [int(x) for x in re.split(r"\s*[-–~]\s*", item.strip())]
+            bounds = [int(x) for x in re.split(_RANGE, item.strip())]
             lo, hi = bounds[0], bounds[-1]
             numbers = range(lo, hi + 1) if 0 <= hi - lo <= _MAX_RANGE else [lo, hi]
             seen += [n for n in numbers if 1 <= n <= n_sources and n not in seen]
     return seen
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its citation marks (and the one blank before each).
+
+    Past answers' [n] marks refer to older sources: removed so they cannot be confused with new ones.
+
+    >>> strip_citations("Thirty days [1][2], or 60 【3】.")
+    'Thirty days, or 60.'
+    """
+    return _MARK_AND_SPACE.sub("", text)
 
 
 def extract_citations(text: str, sources: Sequence["Hit"]) -> tuple[Citation, ...]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Mapping, Sequence
 
-from assistant.prompt import strip_citations
+from assistant.citations import strip_citations
 
 CONDENSE_SYSTEM = (
     "Rewrite the user's follow-up question as ONE standalone question that can be understood "

@@ -21,8 +21,9 @@ Returns are accepted within 30 days.
 """
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+from assistant.citations import strip_citations  # past answers' marks go (re-exported for callers)
 
 if TYPE_CHECKING:
     from index.records import Hit
@@ -39,7 +40,6 @@ SOURCES_HEADING = "Sources:"
 NO_SOURCES = "(no sources)"
 
 CountTokens = Callable[[list[dict]], int]
-_CITATION_MARK = re.compile(r"\s?(\[\s*\d+(?:\s*[,，、;；\-–]\s*\d+)*\s*\]|【\s*\d+(?:\s*[,，、;；\-–]\s*\d+)*\s*】)")
 
 
 def format_source(number: int, hit: "Hit") -> str:
@@ -52,15 +52,6 @@ def system_message(system: str, sources: Sequence["Hit"]) -> dict:
     """The system prompt followed by the numbered sources."""
     block = "\n\n".join(format_source(i, h) for i, h in enumerate(sources, 1)) or NO_SOURCES
     return {"role": "system", "content": f"{system.strip()}\n\n{SOURCES_HEADING}\n\n{block}"}
-
-
-def strip_citations(text: str) -> str:
-    """Past answers' [n] marks refer to older sources: removed so they cannot be confused with new ones.
-
-    >>> strip_citations("Thirty days [1][2], or 60 【3】.")
-    'Thirty days, or 60.'
-    """
-    return _CITATION_MARK.sub("", text)
 
 
 def _conversation(history: Sequence[Mapping[str, str]]) -> list[dict]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -50,9 +49,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common.cjk import count_han, has_han, is_han  # noqa: E402
 from index.embedder import SentenceTransformerEmbedder  # noqa: E402  (light: no torch at import)
 
-_CJK = re.compile("[\u3400-\u9fff]")
 TARGET_P50_MS = 100.0  # hybrid, at 100k chunks
 PAGES_PER_DOC = 10
 PAGE_TOKENS = 380  # approximate embedder tokens per page (~ one chunk of max 500)
@@ -82,7 +81,7 @@ class BenchEmbedder(SentenceTransformerEmbedder):
         return "bench-v1-" + hashlib.sha256(self.name.encode()).hexdigest()[:16]
 
     def count_tokens(self, text: str) -> int:
-        return int(len(text.split()) * 1.3 + len(_CJK.findall(text)) * 0.8) + 4
+        return int(len(text.split()) * 1.3 + count_han(text) * 0.8) + 4
 
     def encode_passages(self, texts: Sequence[str], *, batch_size: int = 32,
                         show_progress: bool = False) -> np.ndarray:
@@ -142,7 +141,7 @@ class TextGen:
     def query(self, chunk_text: str) -> str:
         """A question about a span of ``chunk_text`` (so BM25 and dense both have a target)."""
         words = chunk_text.replace("。", " ").split()
-        if not any("\u4e00" <= c <= "\u9fff" for c in chunk_text):
+        if not has_han(chunk_text):
             start = self.rng.integers(0, max(1, len(words) - 5))
             span = " ".join(w.strip(".") for w in words[start:start + int(self.rng.integers(3, 6))])
             return str(self.rng.choice(QUESTION_EN)).format(span.lower())
@@ -159,7 +158,7 @@ def _jieba_words(n: int) -> tuple[list[str], np.ndarray]:
     rows = []
     for line in (folder / "dict.txt").read_text(encoding="utf-8").splitlines():
         word, count = line.split()[:2]
-        if all("\u4e00" <= ch <= "\u9fff" for ch in word):
+        if all(is_han(ch) for ch in word):
             rows.append((-int(count), word))
     rows.sort()
     return [w for _, w in rows[:n]], np.array([-c for c, _ in rows[:n]], dtype=np.float64)

@@ -3,8 +3,8 @@
 Both are sentence-level and averaged over examples, reported in percent, as the Qwen / LLaMA-Factory
 tutorials report them: BLEU-4 with uniform 1-4-gram weights, brevity penalty and NIST geometric
 smoothing of empty n-gram matches (NLTK's ``method3``); ROUGE-L as the F1 of the longest common
-subsequence. Text with CJK characters is segmented by jieba, other text split into lower-cased
-words and punctuation marks.
+subsequence. Text with Han characters (:data:`common.cjk.HAN`) is segmented by jieba, other text
+split into lower-cased words and punctuation marks.
 
 Example:
     >>> tokenize("我爱北京天安门")
@@ -22,13 +22,14 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+from common.cjk import has_han
+
 _WORDS = re.compile(r"\w+|[^\w\s]")
 
 
 def tokenize(text: str) -> list[str]:
-    """Words of ``text``: jieba segmentation when it contains CJK characters, else words and punctuation."""
-    if _CJK.search(text):
+    """Words of ``text``: jieba segmentation when it contains Han characters, else words and punctuation."""
+    if has_han(text):
         import jieba
 
         jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" chatter on first use

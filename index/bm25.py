@@ -2,8 +2,8 @@
 
 Weights follow Lucene's BM25: ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))`` times
 ``tf / (tf + k1 * (1 - b + b * len / avglen))``, with k1 = 0.9, b = 0.75 (best or level on
-the three dev sets among k1 0.9/1.2/1.5 x b 0.4/0.75/0.9; see bench/fusion_sweep.py). A query scores the sum of its terms'
-weights (a repeated query term counts again). Building is vectorised (100k chunks of
+the three dev sets among k1 0.9/1.2/1.5 x b 0.4/0.75/0.9; see bench/fusion_sweep.py). A query
+scores the sum of its terms' weights (a repeated query term counts again). Building is vectorised (100k chunks of
 ~150 tokens in a few seconds) and a search touches only its terms' postings (a few ms).
 
 The index keeps the raw term frequencies and document lengths next to the weights, so
@@ -19,12 +19,12 @@ built from scratch over the same documents in the same order.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
 
+from common.files import atomic_open, atomic_write_text
 from index.tokenize import make_tokenizer, tokenize
 
 __all__ = ["BM25Index", "tokenize", "make_tokenizer"]
@@ -165,7 +165,7 @@ class BM25Index:
         return BM25Index(ids, vocab, m, k1=self.k1, b=self.b, tf=tf, lengths=lengths)
 
     def save(self, folder: Path) -> None:
-        """Write ``folder/bm25.npz`` and ``folder/bm25.json`` (each via a temp file + os.replace)."""
+        """Write ``folder/bm25.npz`` and ``folder/bm25.json``, each atomically (:mod:`common.files`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         terms = np.array(sorted(self.vocab, key=self.vocab.__getitem__), dtype=str)
@@ -174,12 +174,10 @@ class BM25Index:
         if self.tf is not None and self.lengths is not None:  # smallest exact dtype: ~4x less disk
             arrays["tf"] = self.tf.astype(np.min_scalar_type(int(self.tf.max(initial=0))))
             arrays["lengths"] = self.lengths.astype(np.min_scalar_type(int(self.lengths.max(initial=0))))
-        tmp = folder / "bm25.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, folder / "bm25.npz")
+        with atomic_open(folder / "bm25.npz", "wb") as f:
+            np.savez(f, **arrays)
         meta = {"format": _FORMAT, "k1": self.k1, "b": self.b, "docs": len(self.ids), "terms": len(terms)}
-        (folder / "bm25.json.tmp").write_text(json.dumps(meta))
-        os.replace(folder / "bm25.json.tmp", folder / "bm25.json")
+        atomic_write_text(folder / "bm25.json", json.dumps(meta))
 
     @classmethod
     def load(cls, folder: Path) -> "BM25Index":

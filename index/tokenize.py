@@ -1,8 +1,8 @@
 """Lexical tokens for BM25: Chinese words via jieba, English words lowercased, de-stopped, stemmed.
 
 Text is NFKC-normalised (full-width letters and digits become ASCII) and lowercased.
-Runs of CJK characters are cut with jieba in search mode (a long word also yields its
-dictionary sub-words: 中华人民共和国 -> 中华, 华人, 人民, 共和, 共和国, 中华人民共和国),
+Runs of Han characters (:data:`common.cjk.HAN`) are cut with jieba in search mode (a long word
+also yields its dictionary sub-words: 中华人民共和国 -> 中华, 华人, 人民, 共和, 共和国, 中华人民共和国),
 measured best on zh_rgb (``bench/fusion_sweep.py``; README, "Retrieval quality"). Other runs are split into
 letter/digit words; English stop-words (NLTK's list) are dropped and words are Snowball-
 stemmed. Tokens never contain whitespace, so a token list survives ``" ".join`` / ``split``.
@@ -21,6 +21,8 @@ import unicodedata
 from functools import lru_cache
 from typing import Callable
 
+from common import cjk
+
 # Lucene's English stop-word set (also bm25s's "en") ...
 LUCENE_STOPWORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their "
@@ -37,9 +39,9 @@ ZH_STOPWORDS = frozenset(
     "的 了 和 是 在 也 就 都 而 及 与 着 或 等 之 其 被 把 从 对 于 为 以 由 所 这 那 个 吗 呢 吧 啊 "
     "一个 我们 你们 他们 她们 它们 这个 那个 这些 那些 以及 并且 而且 或者 因为 所以".split()
 )
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_RUNS = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+", re.UNICODE)  # CJK runs, or letter/digit runs
-_IS_CJK = re.compile(rf"[{_CJK}]")
+# Han runs (common.cjk.HAN: all Han ideographs), or letter/digit runs
+_RUNS = re.compile(rf"[{cjk.HAN}]+|[^\W_{cjk.HAN}]+", re.UNICODE)
+_IS_CJK = cjk.HAN_RE
 _jieba_lock = threading.Lock()
 
 

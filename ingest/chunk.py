@@ -15,12 +15,12 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from common import cjk
 from ingest.records import Chunk, Page
-from ingest.text import CJK_CHARS
 
 MIN_ROOM = 8  # tokens of text a chunk must be able to hold beyond the embedder's fixed tokens
 _CLOSERS = "\"'”’」』）》〉】)\\]"
-_ZH_END = re.compile(f"[。！？；]+[{_CLOSERS}]*|(?<=[{CJK_CHARS}])[!?;]+[{_CLOSERS}]*")
+_ZH_END = re.compile(f"[。！？；]+[{_CLOSERS}]*|(?<=[{cjk.SPACELESS}])[!?;]+[{_CLOSERS}]*")
 _EN_END = re.compile(f"[.!?]+[{_CLOSERS}]*(?=\\s)")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _WORD_BEFORE = re.compile(r"(\w+(?:\.\w+)*)\.*$")

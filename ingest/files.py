@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.files import file_sha256 as file_sha256  # the one file hash, re-exported for ingest's callers
+
 DEFAULT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
 _GLOB_CHARS = set("*?[")
-_BLOCK = 1 << 20  # bytes read per step while hashing
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,3 @@ def expand_paths(args: Sequence[str], *,
         if problem:
             problems.append(PathProblem(path=str(arg), reason=problem))
     return sorted(found), problems
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks (hex digest).
-
-    >>> import tempfile, pathlib
-    >>> f = pathlib.Path(tempfile.mkdtemp()) / "x.txt"; _ = f.write_bytes(b"abc")
-    >>> file_sha256(f)[:16]
-    'ba7816bf8f01cfea'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()

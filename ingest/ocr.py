@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ingest.text import CJK_CHARS, CJK_PUNCT
+from common import cjk
 
 if TYPE_CHECKING:
     from PIL import Image
 
-_CJK_EDGE = re.compile(f"[{CJK_CHARS}{CJK_PUNCT}]")  # characters that join without a space
+_CJK_EDGE = re.compile(f"[{cjk.SPACELESS}{cjk.PUNCT}]")  # characters that join without a space
 
 
 @dataclass(frozen=True)

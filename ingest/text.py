@@ -12,13 +12,11 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-# Scripts written without spaces between words (Han, kana) and their punctuation.
-CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
-CJK_PUNCT = "\u3001-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u2026\u2025\u201c\u201d\u2018\u2019"
-_CJK_RE = re.compile(f"[{CJK_CHARS}]")
-# Full-width punctuation is kept as is: NFKC would turn "，" into "," inside Chinese text.
-_KEEP = re.compile(f"[{CJK_PUNCT}]")
-_CJK_OR_PUNCT = re.compile(f"[{CJK_CHARS}{CJK_PUNCT}]")
+from common import cjk
+
+# Full-width punctuation (cjk.PUNCT) is kept as is: NFKC would turn "，" into "," inside Chinese text.
+_KEEP = re.compile(f"[{cjk.PUNCT}]")
+_CJK_OR_PUNCT = re.compile(f"[{cjk.SPACELESS}{cjk.PUNCT}]")
 _NEEDS_FOLD = re.compile(r"[^\x20-\x7e\n]")
 _SOFT_BREAK = re.compile("[\u00ad\x02][ \t]*\n")  # soft hyphen (pdfium writes \x02) at a line end
 _CID = re.compile(r"\(cid:\d+\)")
@@ -28,11 +26,6 @@ _SENTENCE_END = set("。！？；：.!?;:")
 _CONTROL_MAP = {"\t": " ", "\n": "\n", "\f": "\n\n", "\v": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n\n"}
 _SYMBOL_BULLETS = {"\uf0b7": "•", "\uf0a7": "▪", "\uf06c": "●", "\uf0d8": "➢"}  # Symbol/Wingdings in private use
 _KEEP_FORMAT = {"\u200c", "\u200d"}  # zero-width (non-)joiners shape emoji and Indic scripts
-
-
-def is_cjk(ch: str) -> bool:
-    """True for a Han or kana character (scripts written without spaces)."""
-    return bool(_CJK_RE.match(ch))
 
 
 @lru_cache(maxsize=16384)
@@ -80,8 +73,8 @@ def _join_wrapped_cjk(text: str) -> str:
     return "\n".join(out)
 
 
-_SPACED = re.compile(f"(?<=[{CJK_CHARS}{CJK_PUNCT}]) (?=[{CJK_CHARS}{CJK_PUNCT}])")
-_ISOLATED = re.compile(f"(?:^|(?<= ))[{CJK_CHARS}](?= |$)", re.M)
+_SPACED = re.compile(f"(?<=[{cjk.SPACELESS}{cjk.PUNCT}]) (?=[{cjk.SPACELESS}{cjk.PUNCT}])")
+_ISOLATED = re.compile(f"(?:^|(?<= ))[{cjk.SPACELESS}](?= |$)", re.M)
 
 
 def _unspace_cjk(text: str) -> str:
@@ -90,8 +83,8 @@ def _unspace_cjk(text: str) -> str:
     Applied only when most CJK characters stand alone between spaces, so the spaces separating
     table cells or words in ordinary Chinese text stay.
     """
-    cjk = len(_CJK_RE.findall(text))
-    if cjk < 4 or len(_ISOLATED.findall(text)) < 0.5 * cjk:
+    n_cjk = len(cjk.SPACELESS_RE.findall(text))
+    if n_cjk < 4 or len(_ISOLATED.findall(text)) < 0.5 * n_cjk:
         return text
     return _SPACED.sub("", text)
 

@@ -18,6 +18,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from common.cjk import count_han
+
 KB_EMBEDDER = "hash-64"
 KB_MAX_TOKENS = 64  # hash-64 tokens per chunk: small, so each page of HANDBOOK_PAGES is its own chunk
 DOCS = {
@@ -120,8 +122,7 @@ class SpyBackend:
 
     def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int:
         text = " ".join(m["content"] for m in messages)
-        cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-        return len(text.split()) + cjk + 4 * len(messages)
+        return len(text.split()) + count_han(text) + 4 * len(messages)
 
     def generate(self, messages: list[dict], params: object, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]:

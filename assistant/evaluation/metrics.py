@@ -1,8 +1,9 @@
 """Metrics of ``assistant eval``: pure functions over texts, hits and gold items (no model, no I/O).
 
 * **Exact match**: the normalised answer equals a normalised reference (any of them).
-  Normalising: Unicode NFKC, lower case, ``[n]`` / ``【n】`` citation marks removed, punctuation
-  and symbols removed, whitespace collapsed; text with CJK characters loses its spaces too.
+  Normalising: Unicode NFKC, lower case, citation marks (``[n]``, ``【n】``:
+  :data:`assistant.citations.CITATION_MARK`) removed, punctuation and symbols removed, whitespace
+  collapsed; text with Han characters (:data:`common.cjk.HAN`) loses its spaces too.
 * **Token F1**: SQuAD's bag-of-words F1 of the normalised answer against each reference (best
   one), words from :func:`finetune.metrics.tokenize` (jieba for Chinese, words for English).
 * **Contains**: a normalised reference occurs in the normalised answer (RGB's accuracy; fair
@@ -10,7 +11,7 @@
 * **Gold rank** (hit@k, MRR): the 1-based rank of the first gold hit, by the most precise rule
   the item allows: ``page`` (doc and page given: a hit of that document whose page range holds
   the page), ``doc`` (doc only: any hit of it) or ``answer`` (no doc: a hit whose text contains
-  a reference answer).
+  a reference answer). Which document ``doc`` names is :mod:`index.naming`'s rule (``ingest rm``'s).
 * **Citation precision**: of the sources an answer cites, the share that support it (their text
   contains a reference answer, or they are the gold page when doc and page are given).
 * **Abstention**: the answer declines: the assistant abstained before generation, or the text
@@ -24,26 +25,25 @@
 """
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from assistant.citations import CITATION_MARK
+from common.cjk import has_han
 from finetune.metrics import tokenize
+from index.naming import SHA_PREFIX_MIN, doc_matches  # "names the document": index's rule, as `ingest rm`
 
 if TYPE_CHECKING:
     from assistant.qa import QAItem
     from index.records import Hit
 
 __all__ = ["normalise", "exact_match", "token_f1", "contains_answer", "gold_rule", "is_gold", "doc_matches",
-           "gold_rank", "reciprocal_rank", "supports", "citation_precision", "is_abstention", "RULES"]
+           "gold_rank", "reciprocal_rank", "supports", "citation_precision", "is_abstention", "RULES",
+           "SHA_PREFIX_MIN"]
 
 RULES = ("page", "doc", "answer")  # gold rules, most precise first
-SHA_PREFIX_MIN = 8  # hex characters: a shorter prefix could name several documents
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_MARKS = re.compile(r"[\[【]\s*\d+(?:\s*[-–~,，、;；]\s*\d+)*\s*[\]】]")
 _ABSTAIN_EN = re.compile(
     r"\b(?:documents?|sources?|context|passages?|provided (?:text|information))\b[^.]{0,40}?"
     r"\b(?:do(?:es)?\s*n[o']t|not|never)\b[^.]{0,20}?\b(?:contain|mention|include|provide|say|cover|have)"
@@ -60,16 +60,16 @@ def normalise(text: str) -> str:
     >>> normalise("  The Answer: 30 Days [1][2]! "), normalise("退货期限是 三十天 【1】。")
     ('the answer 30 days', '退货期限是三十天')
     """
-    text = _MARKS.sub(" ", unicodedata.normalize("NFKC", text)).lower()
+    text = CITATION_MARK.sub(" ", unicodedata.normalize("NFKC", text)).lower()
     text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
-    if _CJK.search(text):
+    if has_han(text):
         return "".join(text.split())
     return " ".join(text.split())
 
 
 def _compact(text: str) -> str:
     """NFKC, lower case, no citation marks, no whitespace; punctuation kept ("4.8%" stays "4.8%")."""
-    return "".join(_MARKS.sub(" ", unicodedata.normalize("NFKC", text)).lower().split())
+    return "".join(CITATION_MARK.sub(" ", unicodedata.normalize("NFKC", text)).lower().split())
 
 
 def exact_match(prediction: str, references: Sequence[str]) -> bool:
@@ -113,7 +113,7 @@ def contains_answer(text: str, references: Sequence[str]) -> bool:
         needle = normalise(ref)
         if not needle:
             continue
-        if _CJK.search(needle) or _CJK.search(body):
+        if has_han(needle) or has_han(body):
             if needle in body or _compact(ref) in _compact(text):
                 return True
         elif f" {needle} " in f" {body} ":
@@ -128,29 +128,6 @@ def gold_rule(item: "QAItem") -> str | None:
     if item.doc and item.page is not None:
         return "page"
     return "doc" if item.doc else "answer"
-
-
-def doc_matches(doc: str, *, title: str, path: str, sha256: str) -> bool:
-    """``doc`` names this document: its title, path, file name (with or without suffix) or sha256 prefix.
-
-    >>> doc = dict(title="Policy", path="/docs/policy.pdf", sha256="ab12cd34ef")
-    >>> [doc_matches(d, **doc) for d in ("policy", "policy.pdf", "/docs/policy.pdf", "AB12CD34", "ab12", "other")]
-    [True, True, True, True, False, False]
-    """
-    want = unicodedata.normalize("NFKC", doc).strip().casefold()
-    if not want:
-        return False
-    file = Path(path)
-    if want in {title.casefold(), path.casefold(), file.name.casefold(), file.stem.casefold()}:
-        return True
-    if len(want) >= SHA_PREFIX_MIN and sha256.lower().startswith(want):
-        return True
-    return _resolved(doc.strip()) == path  # a relative path, given from the current folder
-
-
-@functools.lru_cache(maxsize=1024)
-def _resolved(doc: str) -> str:
-    return str(Path(doc).expanduser().resolve())
 
 
 def _hit_doc(hit: "Hit", doc: str) -> bool:

@@ -12,12 +12,9 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from assistant.evaluation.run import CLOSED_BOOK_PROMPT, STAGES
-
-if TYPE_CHECKING:
-    from assistant.evaluation.run import EvalResult
+from assistant.evaluation.records import CLOSED_BOOK_PROMPT, STAGES, EvalResult
 
 __all__ = ["to_dict", "write_json", "markdown", "write_markdown", "write_plot", "PLOT_METRICS"]
 
@@ -32,7 +29,7 @@ PLOT_METRICS = (("exact_match", "EM"), ("token_f1", "token F1"), ("contains", "c
 RULE_TEXT = {"page": "gold page (doc + page)", "doc": "gold document", "answer": "a hit containing the answer"}
 
 
-def to_dict(result: "EvalResult") -> dict[str, Any]:
+def to_dict(result: EvalResult) -> dict[str, Any]:
     """The whole run as plain JSON-able data: figures first, then every problem and row."""
     return {
         "items": result.items, "systems": list(result.systems), "skipped": result.skipped,
@@ -51,7 +48,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_json(result: "EvalResult", path: Path) -> Path:
+def write_json(result: EvalResult, path: Path) -> Path:
     return _write(path, json.dumps(to_dict(result), ensure_ascii=False, indent=2) + "\n")
 
 
@@ -70,7 +67,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _header(result: "EvalResult") -> list[str]:
+def _header(result: EvalResult) -> list[str]:
     c = result.config
     first = next(iter(result.results.values()), {})
     counts = (f"{first['answerable']} answerable, {first['distractor']} distractor-only"
@@ -82,7 +79,7 @@ def _header(result: "EvalResult") -> list[str]:
             f"at most {c.get('max_new_tokens')} new tokens.", ""]
 
 
-def _retrieval(result: "EvalResult") -> list[str]:
+def _retrieval(result: EvalResult) -> list[str]:
     r = result.retrieval
     cutoffs = [key for key in r if key.startswith("hit@")]
     head = [*(f"{key} %" for key in cutoffs), "MRR", "retrieval s (mean / p50)"]
@@ -93,7 +90,7 @@ def _retrieval(result: "EvalResult") -> list[str]:
             *_table(head, [row]), "", f"Gold recognised by (questions): {rules}.", ""]
 
 
-def _answers(result: "EvalResult") -> list[str]:
+def _answers(result: EvalResult) -> list[str]:
     lines = ["## Answers", ""]
     if result.systems:
         rows = []
@@ -109,7 +106,7 @@ def _answers(result: "EvalResult") -> list[str]:
     return lines + ([""] if result.skipped else [])
 
 
-def _timings(result: "EvalResult") -> list[str]:
+def _timings(result: EvalResult) -> list[str]:
     if not result.systems:
         return []
     rows = [[s, *(fmt_s(result.results[s]["timings"][st]) for st in STAGES)] for s in result.systems]
@@ -126,7 +123,7 @@ def _definitions() -> list[str]:
             "answerable questions it declined. EM, F1 and contains are over answerable questions.", ""]
 
 
-def markdown(result: "EvalResult") -> str:
+def markdown(result: EvalResult) -> str:
     """The report: header, retrieval table, answers table, timings table, definitions, problems."""
     lines = _header(result) + _retrieval(result) + _answers(result) + _timings(result) + _definitions()
     if result.problems:
@@ -135,11 +132,11 @@ def markdown(result: "EvalResult") -> str:
     return "\n".join(lines)
 
 
-def write_markdown(result: "EvalResult", path: Path) -> Path:
+def write_markdown(result: EvalResult, path: Path) -> Path:
     return _write(path, markdown(result))
 
 
-def write_plot(result: "EvalResult", path: Path) -> Path:
+def write_plot(result: EvalResult, path: Path) -> Path:
     """Grouped bars (percent) of EM, F1, contains, citation precision and abstention per system."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state, no display
     from matplotlib.figure import Figure

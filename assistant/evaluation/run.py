@@ -29,9 +29,21 @@ from typing import TYPE_CHECKING, Any, Sequence
 from assistant.backends.base import GenParams, ThinkSplitter
 from assistant.config import AskOptions
 from assistant.errors import ConfigError, PromptTooLong
-from assistant.evaluation.metrics import (RULES, citation_precision, contains_answer, doc_matches, exact_match, gold_rank,
-                                    gold_rule, is_abstention, reciprocal_rank, token_f1)
+from assistant.evaluation.metrics import (
+    RULES,
+    citation_precision,
+    contains_answer,
+    exact_match,
+    gold_rank,
+    gold_rule,
+    is_abstention,
+    reciprocal_rank,
+    token_f1,
+)
+from assistant.evaluation.records import CLOSED_BOOK_PROMPT, STAGES, SYSTEMS, EvalResult, RetrievalRow, Row
 from assistant.records import Answer, Timings
+from common.cjk import is_chinese
+from index.naming import doc_matches
 
 if TYPE_CHECKING:
     from assistant.answer import Assistant
@@ -42,30 +54,19 @@ __all__ = ["SYSTEMS", "CLOSED_BOOK_PROMPT", "STAGES", "EvalConfig", "Row", "Retr
            "plan_systems", "closed_book_messages", "closed_book", "score", "aggregate", "retrieval_summary",
            "evaluate", "run_eval"]
 
-SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
-STAGES = ("retrieval_s", "prompt_s", "first_token_s", "generation_s", "total_s")
-# The closed-book systems' one and only prompt: no sources, the model's own knowledge. It asks for
-# a short answer (fair to exact match) and an explicit "I don't know" (so abstention is measurable).
-CLOSED_BOOK_PROMPT = (
-    "You are a careful assistant. Answer the user's question from your own knowledge, briefly. "
-    "If you do not know the answer, say that you do not know instead of guessing. "
-    "Answer in the language of the question.\n"
-    "你是一个严谨的助手。请根据你自己的知识简要回答用户的问题。如果你不知道答案，请直接说不知道，不要猜测。"
-    "用提问所用的语言回答。"
-)
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """What ``assistant eval`` reads, runs and writes (its own flags; the model and KB are AssistantConfig's)."""
 
-    data: tuple[Path, ...]  # gold Q&A files (JSON/JSONL, see assistant.qa)
-    out: Path = Path("eval/results.json")
-    markdown: Path | None = None  # None: beside ``out`` with suffix .md
-    plot: Path | None = None  # bar chart PNG of the systems; None: no chart
-    systems: tuple[str, ...] | None = None  # None: every system that can run
-    limit: int | None = None  # the first N gold items only
-    progress: bool = False
+    data: tuple[Path, ...] = field(metadata={  # gold Q&A files (JSON/JSONL, see assistant.qa)
+        "help": "gold Q&A file (JSON/JSONL; repeatable): question, answer(s), optional doc/page/answerable"})
+    out: Path = field(default=Path("eval/results.json"), metadata={"help": "results JSON"})
+    markdown: Path | None = field(default=None, metadata={"help": "Markdown table (none: beside --out, .md)"})
+    plot: Path | None = field(default=None, metadata={"help": "bar chart PNG of the systems (none: no chart)"})
+    systems: tuple[str, ...] | None = field(default=None, metadata={
+        "help": f"comma-separated subset of {', '.join(SYSTEMS)} (none: every system that can run)"})
+    limit: int | None = field(default=None, metadata={"help": "the first N questions only"})
+    progress: bool = field(default=False, metadata={"help": "progress bar on stderr"})
 
     def __post_init__(self) -> None:
         for name in ("out", "markdown", "plot"):
@@ -103,52 +104,6 @@ def _problems(c: EvalConfig) -> list[str]:
     if c.out.suffix.lower() != ".json":
         out.append(f"out={str(c.out)!r} must be a .json file")
     return out
-
-
-@dataclass(frozen=True)
-class Row:
-    """One system's answer to one gold question, scored."""
-
-    system: str
-    source: str  # the gold item's file:line
-    question: str
-    answerable: bool
-    text: str
-    exact_match: bool
-    token_f1: float
-    contains: bool
-    abstained: bool  # the answer declines (assistant abstention or an abstaining text)
-    cited: tuple[int, ...] = ()  # source numbers cited (RAG systems)
-    citation_precision: float | None = None  # None: closed-book, distractor-only, or nothing cited
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None  # e.g. the question does not fit the context
-
-
-@dataclass(frozen=True)
-class RetrievalRow:
-    """Where the gold ranked among the retrieved hits of one answerable question."""
-
-    source: str
-    rule: str  # page | doc | answer (see assistant.evaluation.metrics)
-    rank: int | None  # 1-based; None: not retrieved
-    retrieval_s: float
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Everything one ``assistant eval`` run measured (see :mod:`assistant.evaluation.report` for the files)."""
-
-    systems: tuple[str, ...]  # the systems that ran
-    skipped: dict[str, str]  # system -> why it did not run
-    retrieval: dict[str, Any]
-    results: dict[str, dict[str, Any]]  # system -> aggregate figures
-    rows: tuple[Row, ...]
-    retrieval_rows: tuple[RetrievalRow, ...]
-    problems: tuple["Problem", ...]
-    items: int
-    config: dict[str, Any]
-    load_s: float
-    wall_s: float
 
 
 def plan_systems(requested: Sequence[str] | None, *, adapter: bool, retrieval_only: bool = False
@@ -270,8 +225,6 @@ def retrieval_pass(bot: "Assistant", items: Sequence["QAItem"]) -> tuple[list[Re
     """Rank of the gold among the top-k hits of each answerable item, and hit@c / MRR over them."""
     cfg, rows = bot.config, []
     answerable = [i for i in items if i.answerable]
-    from assistant.answer import is_chinese
-
     for question in {is_chinese(i.question): i.question for i in answerable}.values():  # untimed warm-up:
         bot.kb.search(question, k=cfg.k, mode=cfg.mode)  # the embedder loads, and jieba on a Chinese query
     for item in answerable:

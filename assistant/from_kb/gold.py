@@ -5,8 +5,8 @@ Which source *holds the answer* (first rule that applies):
 
 * the gold chunk id is known (question generated from a chunk): that chunk;
 * a gold document is given: a source of that document (title, file name, path or sha256 prefix
-  of >= 6 characters) whose page range includes the gold page (any page when none is given); of
-  several, the first that also contains a reference answer, else the first;
+  of >= 6 characters: :mod:`index.naming`) whose page range includes the gold page (any page
+  when none is given); of several, the first that also contains a reference answer, else the first;
 * no gold document: the first source whose text contains a reference answer, compared after
   NFKC normalisation, case folding and removal of all whitespace ("30 天" matches "30天").
 
@@ -30,9 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from assistant.evaluation.metrics import contains_answer, doc_matches  # the same gold tests as `assistant eval`
-from assistant.prompt import strip_citations
+from assistant.citations import strip_citations
+from assistant.evaluation.metrics import contains_answer  # the same gold test as `assistant eval`
 from assistant.qa import QAItem
+from index.naming import doc_matches  # "names the document": the rule of `ingest rm` and `assistant eval`
 
 if TYPE_CHECKING:
     from index.records import Hit

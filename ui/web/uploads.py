@@ -13,13 +13,12 @@ does), and it names the file in the report.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from common.files import atomic_open, file_sha256
 from index.report import FileResult
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from ingest.records import Document
 
 FILES_DIR = "files"  # inside the knowledge-base folder
-READ_BLOCK = 1 << 20  # bytes hashed/copied at a time
+COPY_BLOCK = 1 << 20  # bytes copied at a time
 
 Progress = Callable[[int, int, str], None]  # (files done, files in all, file name)
 
@@ -74,25 +73,18 @@ def human_size(n: int) -> str:
 
 
 def store_upload(path: Path, suffix: str, kb_dir: Path) -> Path:
-    """Copy ``path`` to ``<kb_dir>/files/<sha256><suffix>`` (atomically; kept if already there)."""
-    folder = Path(kb_dir) / FILES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
-    try:
-        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-            while block := src.read(READ_BLOCK):
-                digest.update(block)
-                dst.write(block)
-        target = folder / f"{digest.hexdigest()}{suffix}"
-        if target.exists():
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, target)
-        return target
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy ``path`` to ``<kb_dir>/files/<sha256><suffix>`` (atomically; kept if already there).
+
+    >>> import tempfile
+    >>> src = Path(tempfile.mkdtemp()) / "My Manual.txt"; _ = src.write_bytes(b"abc")
+    >>> store_upload(src, ".txt", src.parent / "kb").relative_to(src.parent).as_posix()[:20]
+    'kb/files/ba7816bf8f0'
+    """
+    target = Path(kb_dir) / FILES_DIR / f"{file_sha256(path)}{suffix}"
+    if not target.exists():
+        with open(path, "rb") as src, atomic_open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, COPY_BLOCK)
+    return target
 
 
 def load_upload(stored: Path, name: str, kb: "KnowledgeBase") -> "Document | FileResult":
