@@ -13,8 +13,8 @@ Layout of a knowledge-base folder::
     kb/kb.sqlite      documents, pages, chunks, meta   (this module)
     kb/faiss.index    dense vectors by chunk row id    (derived)
     kb/bm25/          sparse index over chunk tokens   (derived)
-    kb/write.lock     single-writer lock (filelock)   (index.lock)
-    kb/write.lock.pid the lock holder's pid             (index.lock)
+    kb/write.lock     single-writer lock (filelock)    (index.lock)
+    kb/write.lock.pid the lock holder's pid          (index.lock)
 """
 from __future__ import annotations
 
