@@ -1,6 +1,7 @@
 """Configuration of the assistant: one frozen dataclass, validated on construction.
 
-CLI flags of ``assistant ask`` / ``chat`` / ``serve`` map 1:1 to the fields.
+CLI flags of ``assistant ask`` / ``chat`` / ``serve`` map 1:1 to the fields (a field's ``help``
+metadata is its ``--help`` text, its default the one shown there: see :mod:`ui.cli.options`).
 
 >>> AssistantConfig(kb="kb", k=3, temperature=0.7).k
 3
@@ -40,27 +41,37 @@ NEVER_ABSTAIN = -1.0
 class AssistantConfig:
     """Everything an :class:`assistant.Assistant` needs (see ``assistant ask --help``)."""
 
-    kb: Path | str = field(default_factory=default_kb)  # knowledge-base folder ($QDA_KB or ./kb)
-    model: str = DEFAULT_MODEL  # HF id, local folder (base or merged model), or endpoint model name
-    adapter: str | None = None  # PEFT adapter folder (LoRA) applied on top of ``model``
-    endpoint: str | None = None  # OpenAI-compatible base URL (e.g. http://localhost:8000/v1)
-    api_key: str | None = None  # for ``endpoint``; None: $OPENAI_API_KEY or a placeholder
-    k: int = 5  # chunks retrieved per question
-    mode: str = "hybrid"  # retrieval: hybrid | dense | bm25
-    max_new_tokens: int = 512
-    temperature: float = 0.0  # 0: greedy decoding
-    top_p: float = 0.8  # nucleus sampling, used only when temperature > 0 (Qwen3's advice)
+    kb: Path | str = field(default_factory=default_kb, metadata={"help": "knowledge-base folder"})  # $QDA_KB or ./kb
+    model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": "model folder (base or merged) or HF id; with --endpoint, the served model's name"})
+    adapter: str | None = field(default=None, metadata={  # PEFT (LoRA) folder applied on top of ``model``
+        "help": "LoRA adapter folder written by `finetune train`"})
+    endpoint: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (instead of a local model)"})
+    # None: $OPENAI_API_KEY or a placeholder
+    api_key: str | None = field(default=None, metadata={"help": "API key of --endpoint"})
+    k: int = field(default=5, metadata={"help": "chunks to retrieve per question"})
+    mode: str = field(default="hybrid", metadata={"help": f"retrieval: {' | '.join(MODES)}"})
+    max_new_tokens: int = field(default=512, metadata={"help": "longest answer in tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0: greedy)"})
+    # Qwen3's advice; used only when temperature > 0
+    top_p: float = field(default=0.8, metadata={"help": "nucleus sampling when temperature > 0"})
     # Qwen3 thinking: auto (what the adapter was trained with, per its run card; else off) | off | on.
     # The reasoning is returned separately (Answer.reasoning), never in the answer text.
-    thinking: str = "auto"
-    retrieval_only: bool = False  # no model: the answer lists the retrieved passages
-    abstain_threshold: float | None = None  # dense cosine; None: calibrated for the embedder
-    system_prompt: str | None = None  # None: the adapter's run card prompt, else the default
-    embedder: str | None = None  # None: the one the knowledge base was built with
-    context_tokens: int | None = None  # None: the model's context length (endpoint: 8192)
-    condense: str = "llm"  # follow-ups made standalone by: llm | heuristic | off
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    timeout_s: float = 120.0  # endpoint request timeout, seconds
+    thinking: str = field(default="auto", metadata={
+        "help": f"Qwen3 thinking: {' | '.join(THINKING)} (auto: as the adapter was trained, else off)"})
+    retrieval_only: bool = field(default=False, metadata={"help": "no model: list the retrieved passages"})
+    abstain_threshold: float | None = field(default=None, metadata={  # a dense cosine
+        "help": "answer 'not in the documents' when the best chunk's cosine is below this "
+                "(none: calibrated per embedder)"})
+    system_prompt: str | None = field(default=None, metadata={
+        "help": "system prompt (none: the adapter's, else built-in)"})
+    embedder: str | None = field(default=None, metadata={"help": "embedder (none: the one the KB was built with)"})
+    context_tokens: int | None = field(default=None, metadata={
+        "help": "context length in tokens (none: the model's; with --endpoint 8192)"})
+    condense: str = field(default="llm", metadata={"help": f"make follow-ups standalone: {' | '.join(CONDENSE)}"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    timeout_s: float = field(default=120.0, metadata={"help": "endpoint request timeout, seconds"})
 
     def __post_init__(self) -> None:
         if isinstance(self.thinking, bool):

@@ -36,23 +36,29 @@ def _is_int(value: object) -> bool:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Options of the data stage (CLI flags of ``finetune data check`` map 1:1 to these fields).
+    """Options of the data stage (CLI flags of ``finetune data check`` map 1:1 to these fields; a
+    field's ``help`` metadata is its ``--help`` text).
 
     min_chars / max_chars bound the characters of the assistant text (all assistant turns summed,
     after PII masking); token lengths are reported, not filtered, by :func:`finetune.stats.token_stats`.
     ``val_files`` given: they are the validation set and ``val_ratio`` is not used.
     """
 
-    system: str | None = None  # default system prompt for records without one
-    system_override: bool = False  # replace every record's system prompt by ``system``
-    strict: bool = False  # raise DataError on the first invalid record (filter drops are no errors)
-    dedup: bool = True
-    min_chars: int = 1
-    max_chars: int | None = None
-    scrub_pii: bool = False
-    val_ratio: float = 0.1
-    val_files: tuple[Path, ...] = ()
-    seed: int = 42
+    system: str | None = field(default=None, metadata={"help": "default system prompt for records without one"})
+    system_override: bool = field(default=False, metadata={"help": "replace every record's system prompt by --system"})
+    # strict: raise DataError on the first invalid record (filter drops are no errors)
+    strict: bool = field(default=False, metadata={
+        "help": "stop at the first invalid record (exit status 2) instead of dropping and reporting it"})
+    dedup: bool = field(default=True, metadata={"help": "drop exact duplicates (after NFKC and whitespace folding)"})
+    min_chars: int = field(default=1, metadata={"help": "minimum characters of assistant text"})
+    max_chars: int | None = field(default=None, metadata={
+        "help": "maximum characters of assistant text (none: no limit)"})
+    scrub_pii: bool = field(default=False, metadata={"help": "mask phone numbers and e-mail addresses"})
+    val_ratio: float = field(default=0.1, metadata={
+        "help": "validation share, in [0, 1), when no validation file is given"})
+    val_files: tuple[Path, ...] = field(default=(), metadata={
+        "help": "validation file (repeatable); replaces the split by --val-ratio"})
+    seed: int = field(default=42, metadata={"help": "seed of the train/validation split"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "val_files", tuple(Path(f) for f in self.val_files))

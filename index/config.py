@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_KB = "kb"
@@ -18,24 +18,28 @@ def default_kb() -> Path:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Settings of a knowledge base and of searching it (CLI flags map 1:1 to fields).
+    """Settings of a knowledge base and of searching it (CLI flags map 1:1 to fields; each field's
+    ``help`` metadata is its ``--help`` text).
 
     >>> IndexConfig(max_tokens=300, overlap=30).overlap
     30
     """
 
-    kb: Path = Path(DEFAULT_KB)
-    embedder: str | None = None  # None: the one the KB was built with, else the default
+    kb: Path = field(default=Path(DEFAULT_KB), metadata={"help": "knowledge-base folder"})
+    embedder: str | None = field(default=None, metadata={
+        "help": f"sentence-transformers id or path (none: the one the KB was built with; new KBs: {DEFAULT_EMBEDDER})"})
     # Chunk size in embedder tokens (prefix and special tokens included) and the tokens shared
     # by consecutive chunks; None: what the knowledge base was built with (new: 500 / 50).
-    max_tokens: int | None = None
-    overlap: int | None = None
-    mode: str = "hybrid"
-    k: int = 5
-    reranker: str | None = None  # cross-encoder id or path; None: no reranking
-    lock_timeout_s: float = 10.0  # how long a writer waits for another writer
-    ocr: bool = True
-    password: str | None = None
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "chunk size in embedder tokens (none: what the KB was built with; new KB: 500)"})
+    overlap: int | None = field(default=None, metadata={
+        "help": "tokens shared by neighbouring chunks (none: what the KB was built with; new KB: 50)"})
+    mode: str = field(default="hybrid", metadata={"help": f"retrieval: {' | '.join(MODES)}"})
+    k: int = field(default=5, metadata={"help": "chunks returned per query"})
+    reranker: str | None = field(default=None, metadata={"help": "cross-encoder id or path (none: no reranking)"})
+    lock_timeout_s: float = field(default=10.0, metadata={"help": "seconds a writer waits for another writer"})
+    ocr: bool = field(default=True, metadata={"help": "OCR pages that have no usable text layer"})
+    password: str | None = field(default=None, metadata={"help": "password of encrypted PDFs"})
 
     def __post_init__(self) -> None:
         problems = []

@@ -52,3 +52,17 @@ def test_serve_delegates_to_the_server_module(assistant_kb: Path,  # noqa: F811
     assert result.exit_code == 0, result.output
     assert (seen["host"], seen["port"], seen["api_key"]) == ("127.0.0.1", 8123, "s3cret")
     assert seen["assistant"].config.retrieval_only and seen["assistant"].config.api_key is None
+
+
+def test_ui_delegates_to_the_web_app_and_creates_a_missing_kb(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    web = pytest.importorskip("ui.web.app")
+    seen = {}
+    monkeypatch.setattr(web, "launch", lambda assistant, **kw: seen.update(kw, assistant=assistant))
+    kb = tmp_path / "new_kb"
+    result = runner.invoke(app, ["ui", "--kb", str(kb), "--embedder", "hash-64", "--retrieval-only",
+                                 "--port", "7999"])
+    assert result.exit_code == 0, result.output
+    assert (kb / "kb.sqlite").is_file() and "created an empty knowledge base" in result.output
+    assert (seen["kb_dir"], seen["port"], seen["max_upload_mb"]) == (kb, 7999, 100.0)
+    assert seen["assistant"].config.retrieval_only and seen["assistant"].config.k == 5  # AssistantConfig's default

@@ -81,13 +81,24 @@ def test_cli_import_is_light():
 def test_cli_reports_config_errors_and_parses_trl(tmp_path):
     from typer.testing import CliRunner
 
-    from ui.cli.finetune import app, flags_to_overrides
+    from ui.cli.finetune import app, parse_trl
 
-    result = CliRunner().invoke(app, ["train", "--data", "x.jsonl", "--lora-r", "0", "--thinking", "no"])
-    assert result.exit_code == 1 and "lora_r must be an integer >= 1, got 0" in result.output
-    assert "thinking must be one of off, keep" in result.output
-    over = flags_to_overrides({"data": ["a", "b"], "trl": ["weight_decay=0.01", "optim=adamw_torch"], "seed": None})
-    assert over == {"data": ("a", "b"), "trl": {"weight_decay": 0.01, "optim": "adamw_torch"}}
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", "x.jsonl", "--lora-r", "0", "--thinking", "no"])
+    assert result.exit_code == 2 and "lora_r must be an integer >= 1, got 0" in result.output  # bad input: 2
+    assert "thinking must be one of off, keep" in result.output and "Traceback" not in result.output
+    # --trl KEY=VALUE items reach TrainConfig as a mapping (which refuses keys the config owns)
+    result = runner.invoke(app, ["train", "--data", "x.jsonl", "--trl", "weight_decay=0.01", "--trl", "max_steps=3"])
+    assert result.exit_code == 2 and "max_steps" in result.output and "repeat options" in result.output
+    result = runner.invoke(app, ["train", "--data", "x.jsonl", "--trl", "weight_decay"])
+    assert result.exit_code == 2 and "expected KEY=VALUE" in result.output
+    assert parse_trl(["weight_decay=0.01", "optim=adamw_torch"]) == {"weight_decay": 0.01, "optim": "adamw_torch"}
+    # flags override the TOML file; a flag left out keeps the file's value
+    path = tmp_path / "run.toml"
+    path.write_text('data = ["a.jsonl"]\nlora-r = 16\nlora-alpha = 0\n', encoding="utf-8")
+    result = runner.invoke(app, ["train", "--config", str(path), "--lora-r", "0"])
+    assert result.exit_code == 2 and "lora_r must be an integer >= 1, got 0" in result.output
+    assert "lora_alpha must be an integer >= 1, got 0" in result.output
 
 
 def test_deepspeed_configs_ship_and_parse():

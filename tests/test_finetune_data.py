@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from finetune import stats as stats_module
 from finetune.data import DataConfig, prepare
-from ui.cli.finetune import data_app
 from finetune.errors import ConfigError, DataError
 from finetune.records import Conversation, Message
 from finetune.stats import CHATML_OVERHEAD, TokenizerNotFound, qwen3_tokenizer_dir, token_stats
+from ui.cli.finetune import data_app
 
 HUANHUAN_SYSTEM = "现在你要扮演皇帝身边的女人--甄嬛"
 
@@ -87,7 +87,8 @@ def test_sharegpt_identity_and_alpaca_en_mixed_files(shared_data: Path) -> None:
 def test_openai_messages_and_other_variants(tmp_path: Path) -> None:
     openai = write_jsonl(tmp_path / "msgs.jsonl", [
         {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                      {"role": "assistant", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}]},
+                      {"role": "assistant",
+                       "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}]},
         {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
                       {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "6"}]},
     ])
@@ -277,7 +278,8 @@ def test_scrub_pii_masks_phones_and_emails(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "pii.jsonl", [alpaca(1, text)])
     report = prepare([path], scrub_pii=True, val_ratio=0)
     assert report.train[0].messages[-1].content == (
-        "手机<PHONE>，座机<PHONE>，国际 <PHONE>，邮箱 <EMAIL>；剂量 0.5mg，2023年花费12345678元，身份证110101199003071234")
+        "手机<PHONE>，座机<PHONE>，国际 <PHONE>，邮箱 <EMAIL>；"
+        "剂量 0.5mg，2023年花费12345678元，身份证110101199003071234")
     assert report.pii_masked == {"phone": 3, "email": 1}
     assert prepare([path], val_ratio=0).train[0].messages[-1].content == text
 
@@ -364,10 +366,13 @@ def test_cli_check_text_json_strict_and_missing(tmp_path: Path) -> None:
     assert (data["train"], data["validation"], data["dropped"]) == (16, 5, 0)
     assert data["formats"] == {str(good): "alpaca"} and data["token_stats"]["count"] == 21
 
+    # bad data, a missing file, a bad option: exit status 2 (ui.cli.errors), one line, no traceback
     result = runner.invoke(data_app, ["check", str(good), str(bad), "--strict"])
-    assert result.exit_code == 1 and f"{bad}:2: bad JSON" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and f"{bad}:2: bad JSON" in result.output and "Traceback" not in result.output
 
     result = runner.invoke(data_app, ["check", str(tmp_path / "nope.json")])
-    assert result.exit_code == 1 and "no such file" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "no such file" in result.output and "Traceback" not in result.output
     result = runner.invoke(data_app, ["check", str(good), "--system-override"])
-    assert result.exit_code == 1 and "needs a system prompt" in result.output
+    assert result.exit_code == 2 and "needs a system prompt" in result.output
+    result = runner.invoke(data_app, ["check", str(good), "--max-length", "0"])
+    assert result.exit_code == 2 and "--max-length must be a positive number" in result.output

@@ -36,120 +36,23 @@ wrote 120 records to train.jsonl: 100 answer, 20 distractor
 """
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from assistant.config import DEFAULT_MODEL, AssistantConfig
 from assistant.answer import Assistant, abstain_message
-from assistant.errors import ConfigError, PromptTooLong, TrainingDataError
+from assistant.errors import PromptTooLong, TrainingDataError
+from assistant.from_kb.config import FromKBConfig
 from assistant.from_kb.gold import Gold, cite, gold_chunk, holds_answer, locate
 from assistant.qa import read_qa
+from common.files import atomic_write_jsonl
 from finetune.records import Problem
-from index.config import default_kb
 
-ON_MISS = ("inject", "abstain", "skip")
 ANSWER, DISTRACTOR = "answer", "distractor"  # record kinds
 INJECTED, ABSTAIN, SKIPPED = "injected", "abstain", "skipped"  # what happened to a miss
 NOT_IN_KB, NO_FIT, NO_SOURCES = "gold not in kb", "gold does not fit", "distractor without sources"
-
-
-@dataclass(frozen=True)
-class FromKBConfig:
-    """Settings of ``finetune data from-kb`` (one CLI flag per field; see the module docstring).
-
-    Retrieval and prompt fields (kb, model, k, mode, embedder, system_prompt, max_new_tokens,
-    context_tokens) must be the ones the assistant will be used with.
-
-    >>> FromKBConfig(qa=("qa.jsonl",), distractor_ratio=1.5, on_miss="guess")  # doctest: +IGNORE_EXCEPTION_DETAIL
-    Traceback (most recent call last):
-    assistant.errors.ConfigError: distractor_ratio=1.5 must be in [0, 1]; on_miss='guess' is not one of ...
-    """
-
-    qa: tuple[Path, ...] = ()  # gold Q&A files (any fine-tuning format, or {question, answer(s)})
-    out: Path = Path("kb_train.jsonl")  # JSONL written (atomically)
-    kb: Path | str = field(default_factory=default_kb)
-    model: str = DEFAULT_MODEL  # base model: its tokenizer/chat template/context length count the prompt
-    k: int = 5
-    mode: str = "hybrid"
-    embedder: str | None = None  # None: the one the knowledge base was built with
-    system_prompt: str | None = None  # None: the assistant's default system prompt
-    max_new_tokens: int = 512  # answer room the assistant reserves; shapes the prompt budget
-    context_tokens: int | None = None  # None: the model's context length
-    distractor_ratio: float = 0.2  # distractor records per answerable question, added on top
-    distractor_depth: int = 3  # distractor retrieval depth, in multiples of k
-    on_miss: str = "inject"  # no retrieved source holds the answer: inject | abstain | skip
-    seed: int = 0
-    generate_questions: int = 0  # > 0: also generate Q&A from that many sampled chunks
-    generator_model: str | None = None  # None: ``model`` (or the --endpoint's model of that name)
-    endpoint: str | None = None  # OpenAI-compatible server that generates the questions
-    qa_out: Path | None = None  # also write the generated Q&A pairs here (JSONL) for review
-    device: str = "auto"  # where a local generator model runs
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "qa", tuple(Path(p) for p in self.qa))
-        object.__setattr__(self, "out", Path(self.out))
-        if self.qa_out is not None:
-            object.__setattr__(self, "qa_out", Path(self.qa_out))
-        problems = _problems(self)
-        for make in (self.assistant_config, self.generator_config):
-            try:
-                make()
-            except ConfigError as err:
-                problems.append(str(err))
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-    def assistant_config(self) -> AssistantConfig:
-        """The assistant settings the records are built with (local tokenizer, no adapter)."""
-        return AssistantConfig(kb=self.kb, model=self.model, k=self.k, mode=self.mode, embedder=self.embedder,
-                               system_prompt=self.system_prompt, max_new_tokens=self.max_new_tokens,
-                               context_tokens=self.context_tokens, device=self.device, thinking="off")
-
-    def generator_config(self) -> AssistantConfig | None:
-        """Settings of the question generator (None without ``generate_questions``)."""
-        if not self.generate_questions:
-            return None
-        return AssistantConfig(kb=self.kb, model=self.generator_model or self.model, endpoint=self.endpoint,
-                               device=self.device)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _problems(c: FromKBConfig) -> list[str]:
-    out = []
-    if not c.qa and not (_is_int(c.generate_questions) and c.generate_questions > 0):
-        out.append("no questions: give Q&A files, or --generate-questions N to generate them from the chunks")
-    if isinstance(c.distractor_ratio, bool) or not isinstance(c.distractor_ratio, (int, float)) \
-            or not 0 <= c.distractor_ratio <= 1:
-        out.append(f"distractor_ratio={c.distractor_ratio!r} must be in [0, 1]")
-    if not _is_int(c.distractor_depth) or not 1 <= c.distractor_depth <= 20:
-        out.append(f"distractor_depth={c.distractor_depth!r} must be an integer in [1, 20] (multiples of k)")
-    if c.on_miss not in ON_MISS:
-        out.append(f"on_miss={c.on_miss!r} is not one of {', '.join(ON_MISS)}")
-    if not _is_int(c.seed):
-        out.append(f"seed={c.seed!r} must be an integer")
-    if not _is_int(c.generate_questions) or c.generate_questions < 0:
-        out.append(f"generate_questions={c.generate_questions!r} must be an integer >= 0")
-    if c.generator_model is not None and not str(c.generator_model).strip():
-        out.append("generator_model is blank: name a model or leave it out")
-    if c.endpoint is not None and not c.generate_questions:
-        out.append("endpoint only serves --generate-questions: add it, or drop --endpoint")
-    if c.qa_out is not None and not c.generate_questions:
-        out.append("qa_out writes generated pairs: add --generate-questions N, or drop --qa-out")
-    written = [p for p in (c.out, c.qa_out) if p is not None]
-    clash = [str(p) for p in c.qa if any(p.resolve() == w.resolve() for w in written)]
-    if clash or (c.qa_out is not None and c.qa_out.resolve() == c.out.resolve()):
-        out.append(f"an output file would overwrite an input or the other output ({', '.join(clash) or c.out}); "
-                   "choose another --out / --qa-out")
-    return out
 
 
 @dataclass(frozen=True)
@@ -282,32 +185,6 @@ def pick_distractors(golds: Sequence[Gold], ratio: float, seed: int) -> set[int]
     return set(random.Random(seed).sample(answerable, round(ratio * len(answerable))))
 
 
-def write_jsonl_atomic(path: Path, rows: Iterable[dict], *, keep_empty: bool = True) -> int:
-    """Write ``rows`` as JSONL to a temporary file beside ``path``, then rename it over ``path``.
-
-    An interrupted run (or, with ``keep_empty=False``, one without rows) leaves ``path`` as it
-    was. Returns the number of rows written.
-
-    >>> import tempfile, pathlib
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
-    >>> write_jsonl_atomic(out, [{"a": 1}, {"b": "二"}]), out.read_text(encoding="utf-8")
-    (2, '{"a": 1}\\n{"b": "二"}\\n')
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-        if n or keep_empty:
-            os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # gone already after the rename
-    return n
-
-
 def build_from_kb(config: FromKBConfig, *, backend: Any = None, generator: Any = None,
                   progress: bool = False) -> FromKBReport:
     """Write the from-kb training records of ``config`` to ``config.out``; the report says what happened.
@@ -322,7 +199,7 @@ def build_from_kb(config: FromKBConfig, *, backend: Any = None, generator: Any =
         golds, problems, generated = _gold_questions(config, bot, generator, progress)
         builder = _Builder(bot, config)
         rows = _all_records(builder, golds, pick_distractors(golds, config.distractor_ratio, config.seed), progress)
-        written = write_jsonl_atomic(config.out, rows, keep_empty=False)
+        written = atomic_write_jsonl(config.out, rows, keep_empty=False)
         problems += builder.problems
         if not written:
             details = "; ".join(p.detail for p in problems[:20]) or "no question was given or generated"

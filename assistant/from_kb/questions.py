@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from assistant.backends import make_backend
 from assistant.backends.base import GenParams
-from assistant.answer import is_chinese
 from assistant.errors import BackendError
 from assistant.from_kb.gold import Gold
 from assistant.qa import QAItem
+from common.cjk import is_chinese
+from common.files import atomic_write_jsonl
 from finetune.records import Problem
 
 if TYPE_CHECKING:
     from assistant.answer import Assistant
-    from assistant.from_kb.build import FromKBConfig
+    from assistant.from_kb.config import FromKBConfig
     from index.records import Hit
 
 GEN_TOKENS = 256  # one question and a one-or-two-sentence answer
@@ -181,11 +182,9 @@ def generator_backend(config: "FromKBConfig", bot: "Assistant") -> Any:
 def generate_golds(config: "FromKBConfig", bot: "Assistant", generator: Any = None, *,
                    progress: bool = False) -> tuple[list[Gold], list[Problem], dict[str, int]]:
     """Gold questions generated from ``config.generate_questions`` sampled chunks (and ``--qa-out`` written)."""
-    from assistant.from_kb.build import write_jsonl_atomic
-
     chunks = sample_chunks(bot.kb, config.generate_questions, config.seed)
     pairs, problems = generate_pairs(generator or generator_backend(config, bot), chunks, progress=progress)
     if config.qa_out is not None:
-        write_jsonl_atomic(config.qa_out, (p.as_dict() for p in pairs))
+        atomic_write_jsonl(config.qa_out, (p.as_dict() for p in pairs))
     counts = {"chunks": len(chunks), "pairs": len(pairs), "unparsable": sum(p.reason == UNPARSABLE for p in problems)}
     return [p.as_gold() for p in pairs], problems, counts

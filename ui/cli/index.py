@@ -6,14 +6,16 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from index.config import MODES, IndexConfig
+from index.config import IndexConfig
 from ui.cli.errors import friendly
-from ui.cli.kb_common import EmbedderOpt, JsonOpt, KbOpt, open_kb, print_json
+from ui.cli.kb_common import JsonOpt, open_kb, print_json, require_kb
+from ui.cli.options import K_FLAG, KB_FLAG, config_options
 
 app = typer.Typer(help="Search a knowledge base, evaluate retrieval on BEIR sets, re-embed.",
                   no_args_is_help=True, add_completion=False)
@@ -21,15 +23,13 @@ app = typer.Typer(help="Search a knowledge base, evaluate retrieval on BEIR sets
 
 @app.command("search")
 @friendly
-def search(query: str = typer.Argument(...), kb: Path = KbOpt, k: int = typer.Option(5, "--k"),
-           mode: str = typer.Option("hybrid", help=" | ".join(MODES)),
-           reranker: Optional[str] = typer.Option(None, help="cross-encoder id or path"),
+@config_options(IndexConfig, include=("kb", "k", "mode", "reranker"), flags={"kb": KB_FLAG, "k": K_FLAG})
+def search(query: str = typer.Argument(..., help="what to look for (any language)"), *, config: IndexConfig,
            as_json: bool = JsonOpt) -> None:
     """Print the best chunks for QUERY: rank, score, document, page, snippet."""
-    if not (kb / "kb.sqlite").exists():
-        raise FileNotFoundError(f"no knowledge base at {kb}; create one with `ingest add FILES --kb {kb}`")
-    with open_kb(kb, mode=mode, k=k, reranker=reranker) as base:
-        hits = base.search(query, k=k, mode=mode)
+    require_kb(config.kb)
+    with open_kb(config) as base:
+        hits = base.search(query, k=config.k, mode=config.mode)
     if as_json:
         from dataclasses import asdict
 
@@ -54,14 +54,14 @@ def _snippet(text: str, n: int = 160) -> str:
 
 @app.command("reindex")
 @friendly
-def reindex(kb: Path = KbOpt, embedder: Optional[str] = EmbedderOpt,
-            max_tokens: Optional[int] = typer.Option(None), overlap: Optional[int] = typer.Option(None)) -> None:
+@config_options(IndexConfig, include=("kb", "embedder", "max_tokens", "overlap"), flags={"kb": KB_FLAG})
+def reindex(*, config: IndexConfig) -> None:
     """Re-chunk and re-embed every document (after changing the embedder or chunk settings)."""
-    from index.kb import KnowledgeBase
-
-    fields = {k: v for k, v in {"max_tokens": max_tokens, "overlap": overlap}.items() if v is not None}
-    base = KnowledgeBase.open(kb, config=IndexConfig(kb=kb))
-    new = base.reindex(embedder, progress=True, **fields)
+    require_kb(config.kb)
+    # Opened as built; the new embedder and chunk settings (None: keep) go to reindex.
+    base = open_kb(replace(config, embedder=None, max_tokens=None, overlap=None))
+    chunking = {k: v for k, v in {"max_tokens": config.max_tokens, "overlap": config.overlap}.items() if v is not None}
+    new = base.reindex(config.embedder, progress=True, **chunking)
     typer.echo(f"reindexed {len(new.documents())} documents with {new.embedder.name} "
                f"(max_tokens={new.config.max_tokens}, overlap={new.config.overlap})")
     new.close()
@@ -69,15 +69,16 @@ def reindex(kb: Path = KbOpt, embedder: Optional[str] = EmbedderOpt,
 
 @app.command("eval")
 @friendly
+@config_options(IndexConfig, include=("mode", "embedder"))
 def eval_(beir: Path = typer.Option(..., "--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/"),
           split: Optional[str] = typer.Option(None, help="qrels split (default: the only one present)"),
-          mode: str = typer.Option("hybrid", help=" | ".join(MODES)), k: int = typer.Option(10, "--k"),
+          k: int = typer.Option(10, "--k", help="cut-off k of nDCG@k, Recall@k and MRR@k"),
           kb: Optional[Path] = typer.Option(None, "--kb", help="where to build the index (default: a cache)"),
-          embedder: Optional[str] = EmbedderOpt, as_json: bool = JsonOpt) -> None:
+          *, config: IndexConfig, as_json: bool = JsonOpt) -> None:
     """Build (or reuse) an index of a BEIR folder and print nDCG@10, Recall@10/100, MRR@10."""
     from index.evaluate import evaluate_beir
 
-    figures = evaluate_beir(beir, split=split, mode=mode, k=k, kb=kb, embedder=embedder,
+    figures = evaluate_beir(beir, split=split, mode=config.mode, k=k, kb=kb, embedder=config.embedder,
                             progress=not as_json)
     if as_json:
         print_json(figures)

@@ -1,4 +1,6 @@
-"""What the ``ingest`` and ``index`` commands share: the knowledge-base options, opening it, printing."""
+"""What the ``ingest`` and ``index`` commands share: the "is there a knowledge base" check, opening one,
+printing JSON and batch reports. Their options come from :class:`index.config.IndexConfig` (:mod:`ui.cli.options`).
+"""
 from __future__ import annotations
 
 import json
@@ -8,31 +10,35 @@ from typing import Any
 
 import typer
 
-from index.config import DEFAULT_KB, KB_ENV, IndexConfig
+from index.config import IndexConfig
 
-KbOpt = typer.Option(Path(DEFAULT_KB), "--kb", envvar=KB_ENV, help="knowledge-base folder")
 JsonOpt = typer.Option(False, "--json", help="print machine-readable JSON")
-EmbedderOpt = typer.Option(None, "--embedder", help="sentence-transformers id or path "
-                           "(default: what the KB was built with; new KBs: multilingual-e5-small)")
 
 
-def open_kb(kb: Path, **fields: Any) -> Any:
+def require_kb(kb: Path) -> None:
+    """Raise FileNotFoundError (exit status 2) unless ``kb`` holds a knowledge base: for commands that only read."""
+    if not (Path(kb) / "kb.sqlite").exists():
+        raise FileNotFoundError(f"no knowledge base at {kb}; create one with `ingest add FILES --kb {kb}`")
+
+
+def open_kb(config: IndexConfig) -> Any:
+    """Open (creating if needed) the knowledge base at ``config.kb`` with ``config``'s settings."""
     import logging
 
     from index.kb import KnowledgeBase
 
     # pypdf reports recoverable damage through logging; the summary table says what matters.
     logging.getLogger("pypdf").propagate = False
-
-    config = IndexConfig(kb=kb, **{k: v for k, v in fields.items() if v is not None})
-    return KnowledgeBase.open(kb, config=config)
+    return KnowledgeBase.open(config.kb, config=config)
 
 
 def print_json(obj: Any) -> None:
+    """``obj`` as indented JSON on stdout (non-ASCII text kept as is)."""
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 def finish(report: Any, as_json: bool) -> None:
+    """Print a batch report (table or JSON); exit status 1 when a file of the batch failed."""
     if as_json:
         print_json(report.to_json())
     else:
@@ -41,5 +47,3 @@ def finish(report: Any, as_json: bool) -> None:
         Console().print(report.render())
     if not report.ok:
         raise typer.Exit(1)
-
-
