@@ -17,8 +17,8 @@ of ``assistant``, so the fine-tuning package still stands alone.
 
 >>> import json, tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "gold.jsonl"
->>> _ = p.write_text(json.dumps({"question": "退货期限？", "answers": ["三十天", "30天"], "doc": "policy.md", "page": 1},
-...                             ensure_ascii=False) + "\\n")
+>>> row = {"question": "退货期限？", "answers": ["三十天", "30天"], "doc": "policy.md", "page": 1}
+>>> _ = p.write_text(json.dumps(row, ensure_ascii=False) + "\\n")
 >>> items, problems = read_qa([p])
 >>> items[0].question, items[0].answers, items[0].doc, items[0].page, problems
 ('退货期限？', ('三十天', '30天'), 'policy.md', 1, [])
@@ -118,6 +118,7 @@ def _gold(source: str, value: dict, question: str, refs: list[str], system: str 
     if not isinstance(answerable, bool):
         return _problem(source, f"'answerable' must be true or false, got {answerable!r}", "write true or false")
     if answerable and not answers:
-        return _problem(source, "the record has no reference answer", "give 'answer' (or mark it \"answerable\": false)")
+        return _problem(source, "the record has no reference answer",
+                        "give 'answer' (or mark it \"answerable\": false)")
     return QAItem(question, answers if answerable else (), source, doc.strip() if doc else None, page,
                   answerable, system)

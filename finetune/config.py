@@ -44,7 +44,8 @@ OWNED_SFT_KEYS = frozenset({
     "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
     "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "eval_strategy",
     "eval_steps", "save_strategy", "save_steps", "save_total_limit", "logging_steps", "report_to", "seed",
-    "bf16", "fp16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "max_length", "packing", "padding_free",
+    "bf16", "fp16", "use_cpu", "gradient_checkpointing", "activation_checkpointing", "max_length", "packing",
+    "padding_free",
     "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "completion_only_loss",
     "assistant_only_loss",
 })

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.records import Conversation, Message, Problem
-from finetune.validate import (BAD_FIELD, BAD_JSON, NO_RECORDS, UNKNOWN_FORMAT, UNKNOWN_ROLE, UNREADABLE,
-                               problem)
+from finetune.validate import BAD_FIELD, BAD_JSON, NO_RECORDS, UNKNOWN_FORMAT, UNKNOWN_ROLE, UNREADABLE, problem
 
 FORMATS = ("alpaca", "sharegpt", "openai")
 ACCEPTED = ("alpaca (instruction, input, output [, system, history]), "

@@ -24,7 +24,12 @@ from typing import Any
 from finetune.config import TrainConfig
 from finetune.errors import ConfigError, FinetuneError
 from finetune.loading import (
-    check_4bit, load_model, load_tokenizer, model_source, resolve_device, resolve_precision,
+    check_4bit,
+    load_model,
+    load_tokenizer,
+    model_source,
+    resolve_device,
+    resolve_precision,
 )
 from finetune.runcard import write_run_card
 from finetune.template import Encoded, encode_all, ensure_chat_template

@@ -81,7 +81,7 @@ def open_pdf(path: object, data: bytes, password: str | None) -> tuple[object, s
     An empty *user* password opens owner-only protected files. A file whose empty password only
     matches the *owner* password still asks for the user password, as PDF viewers do.
     """
-    from pypdf import PdfReader, PasswordType
+    from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError
 
     try:

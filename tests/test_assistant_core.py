@@ -12,6 +12,7 @@ from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant, normalise_histor
 from assistant.config import AskOptions
 from assistant.errors import ConfigError, KnowledgeBaseError
 from assistant.prompt import format_source
+
 from fixtures_assistant import SpyBackend
 
 REFUND_Q = "Does the refund policy allow returns within thirty days?"

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+from assistant.backends.base import ThinkSplitter
 from assistant.citations import cited_numbers, extract_citations
 from assistant.condense import clean_rewrite, condense, condense_messages, heuristic_standalone
 from assistant.config import AssistantConfig
 from assistant.errors import ConfigError, PromptTooLong
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source, strip_citations
-from assistant.backends.base import ThinkSplitter
 from index.records import Hit
 
 
@@ -96,7 +96,8 @@ def test_condense_llm_heuristic_and_off() -> None:
     assert condense(q, history, method="llm", generate=lambda m: "  \n") == heuristic_standalone(q, history)
     assert condense(q, history, method="off", generate=rewrite) == q
     assert condense(q, [], method="llm", generate=rewrite) == q and len(asked) == 1
-    assert clean_rewrite("<think>\nhmm\n</think>\n\n“阿司匹林有哪些副作用？”", "它的副作用呢？") == "阿司匹林有哪些副作用？"
+    rewritten = clean_rewrite("<think>\nhmm\n</think>\n\n“阿司匹林有哪些副作用？”", "它的副作用呢？")
+    assert rewritten == "阿司匹林有哪些副作用？"
     assert condense_messages(q, history)[0]["role"] == "system"
 
 

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from index.beir import (BeirFormatError, BeirSet, dedupe_docs, evaluate, load_beir, mrr_at_k,
-                        ndcg_at_k, recall_at_k, score_rankings, subset, to_documents)
+from index.beir import (
+    BeirFormatError,
+    BeirSet,
+    dedupe_docs,
+    evaluate,
+    load_beir,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    score_rankings,
+    subset,
+    to_documents,
+)
 from index.records import Hit
 
 

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from assistant.backends.local import LocalBackend
 from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant, adapter_system_prompt
+from assistant.backends.local import LocalBackend
 from assistant.errors import ConfigError, TrainingDataError
 from assistant.evaluation.metrics import contains_answer
-from assistant.from_kb.gold import Gold, cite, holds_answer, on_gold_page
-from assistant.qa import QAItem, read_qa
-from assistant.from_kb.questions import GEN_SYSTEM_EN, GEN_SYSTEM_ZH, parse_pair
 from assistant.from_kb.build import FromKBConfig, build_from_kb
+from assistant.from_kb.gold import Gold, cite, holds_answer, on_gold_page
+from assistant.from_kb.questions import GEN_SYSTEM_EN, GEN_SYSTEM_ZH, parse_pair
+from assistant.qa import QAItem, read_qa
+
 from fixtures_assistant import SpyBackend
 
 K = 3

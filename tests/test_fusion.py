@@ -1,11 +1,10 @@
 """Fusion of dense and BM25 rankings: hand-computed RRF and weighted cases."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from index.fusion import DEFAULT_METHOD, fuse, normalize, rrf, weighted
-
-import numpy as np
 
 DENSE = [("a", 0.90), ("b", 0.80), ("c", 0.50)]
 SPARSE = [("c", 12.0), ("d", 6.0), ("a", 3.0)]

@@ -49,7 +49,7 @@ def test_hybrid_quality_on_dev_subset(name: str, e5, shared_data: Path, tmp_path
                   hard_negatives=n_hard)
     with KnowledgeBase.open(tmp_path / "kb", embedder=e5) as kb:
         kb.add_documents(to_documents(data))
-        figures = {mode: evaluate(lambda q, n: kb.search(q, k=n, mode=mode), data,
+        figures = {mode: evaluate(lambda q, n, mode=mode: kb.search(q, k=n, mode=mode), data,
                                   lambda hit: Path(hit.path).name)
                    for mode in ("hybrid", "dense", "bm25")}
     ndcg = {mode: round(f["ndcg@10"], 4) for mode, f in figures.items()}

@@ -50,10 +50,10 @@ def test_upload_ask_and_see_the_source(tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
-    from assistant.answer import Assistant
-    from index.kb import KnowledgeBase
     from playwright.sync_api import expect
 
+    from assistant.answer import Assistant
+    from index.kb import KnowledgeBase
     from ui.web.app import build_app
 
     KnowledgeBase.open(tmp_path / "kb", embedder="hash-64", max_tokens=64, overlap=0).close()

@@ -10,7 +10,8 @@
 Use one with ``--trl deepspeed=<path>`` under ``accelerate launch`` or ``torchrun``, e.g.::
 
     torchrun --nproc-per-node 8 -m ui.cli.finetune train --model ./Qwen3-30B-A3B --data qa.jsonl \\
-        --lora-dropout 0 --trl deepspeed="$(python -c 'from finetune.deepspeed import config_path; print(config_path(3))')"
+        --lora-dropout 0 \\
+        --trl deepspeed="$(python -c 'from finetune.deepspeed import config_path; print(config_path(3))')"
 
 Example:
     >>> config_path(3).name
