@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -29,23 +28,13 @@ from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AskOptions, Assistant
 from assistant.errors import ConfigError, KnowledgeBaseError
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
 from assistant.records import Answer, Timings
+from common.cjk import is_chinese  # the abstention text's language (also importable from here)
+from finetune.runcard import read_run_card
 from index.records import Hit
 
 ABSTAIN_EN = "The documents do not contain this information."
 ABSTAIN_ZH = "文档中没有包含这方面的信息。"
 CONDENSE_TOKENS = 64  # a standalone question is short
-RUN_CARD = "run_card.json"
-
-
-def is_chinese(text: str) -> bool:
-    """True when CJK characters outnumber Latin words (a CJK character carries about a word).
-
-    >>> is_chinese("什么是 RAG？"), is_chinese("What is 红茶?")
-    (True, False)
-    """
-    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
-    words = sum(1 for w in text.split() if any(c.isascii() and c.isalpha() for c in w))
-    return cjk > words
 
 
 def abstain_message(question: str) -> str:
@@ -54,17 +43,11 @@ def abstain_message(question: str) -> str:
 
 def run_card(adapter: str | Path | None) -> dict:
     """The adapter's ``run_card.json`` (written by ``finetune train`` in the adapter folder, or
-    beside it); {} when there is none or it is unreadable (an adapter trained elsewhere)."""
-    if not adapter:
-        return {}
-    for card in (Path(adapter) / RUN_CARD, Path(adapter).parent / RUN_CARD):
-        try:
-            data = json.loads(card.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            return data
-    return {}
+    beside it); {} when there is none or it is unreadable (an adapter trained elsewhere).
+
+    Read by :func:`finetune.runcard.read_run_card` in its lenient mode.
+    """
+    return read_run_card(adapter, lenient=True) if adapter else {}
 
 
 def adapter_system_prompt(adapter: str | Path | None) -> str | None:

@@ -1,4 +1,8 @@
-"""Typed errors of the assistant; the CLI (and the UI/server) turn them into friendly messages."""
+"""Typed errors of the assistant; the CLI (and the UI/server) turn them into friendly messages.
+
+A model, adapter or tokenizer that does not load raises :class:`finetune.train_errors.ModelLoadError`,
+the loader's own error (the local backend loads through :mod:`finetune.loading`).
+"""
 from __future__ import annotations
 
 
@@ -8,10 +12,6 @@ class AssistantError(Exception):
 
 class ConfigError(AssistantError, ValueError):
     """A setting is invalid (every problem is listed in the message)."""
-
-
-class ModelLoadError(AssistantError):
-    """The base model, the adapter or the tokenizer could not be loaded."""
 
 
 class PromptTooLong(AssistantError):

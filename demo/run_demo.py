@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 def answer_examples(console: object, kb: object, args: argparse.Namespace) -> None:
     """Generated, cited answers to the examples; the model-load message when it cannot load."""
     from assistant.answer import Assistant
-    from assistant.errors import ModelLoadError
+    from finetune.train_errors import ModelLoadError
 
     assistant = Assistant(kb=kb, model=args.model, adapter=args.adapter, k=args.k,
                           max_new_tokens=256)

@@ -1,4 +1,7 @@
-"""Load a base model and its tokenizer from a hub id, a local folder or a .gguf file; pick device and dtype.
+"""Load models, tokenizers and adapters from a hub id, a local folder or a .gguf file; pick device and dtype.
+
+The one model loader of the project: training, merge, eval and chat, and the assistant's local
+backend, all load through it (same sources, same ChatML fallback, same :class:`ModelLoadError`).
 
 Example:
     >>> resolve_device("cpu"), resolve_precision("auto", "cpu")
@@ -8,13 +11,17 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from finetune.template import ensure_chat_template
 from finetune.train_errors import DeviceError, MissingDependency, ModelLoadError
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_TRUE = ("1", "true", "yes", "on")  # how huggingface_hub spells a set boolean variable
+HUB_TIMEOUT_S = 10.0  # seconds for the one reachability request to the hub
 
 
 def resolve_device(device: str) -> str:
@@ -52,7 +59,16 @@ def torch_dtype(precision: str) -> Any:
 
 
 def model_source(spec: str) -> tuple[str, dict[str, Any]]:
-    """(path or hub id for from_pretrained, extra kwargs) of a model spec; raises for missing local paths."""
+    """(path or hub id for from_pretrained, extra kwargs) of a model spec; raises for missing local paths.
+
+    A hub id gets ``local_files_only=True`` when the hub cannot be reached (see :func:`hub_unreachable`),
+    so loading it from the cache, or failing, takes seconds instead of transformers' ~45 s of retries.
+
+    >>> model_source("./no-such-model")
+    Traceback (most recent call last):
+    ...
+    finetune.train_errors.ModelLoadError: --model ./no-such-model: no such folder
+    """
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
@@ -67,15 +83,57 @@ def model_source(spec: str) -> tuple[str, dict[str, Any]]:
         return str(path), {}
     if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"--model {spec}: no such folder")
-    return spec, {}
+    return spec, ({"local_files_only": True} if hub_unreachable(spec) else {})
 
 
-def _offline_error(spec: str, err: Exception) -> ModelLoadError:
-    return ModelLoadError(
-        f"cannot load the base model {spec!r}: it is not in the local Hugging Face cache and the hub cannot be "
-        f"reached ({type(err).__name__}). On a machine with internet run "
-        f"`huggingface-cli download {spec} --local-dir ./{spec.split('/')[-1]}`, copy that folder here and pass "
-        f"--model ./{spec.split('/')[-1]} (a local folder with config.json, weights and tokenizer files)")
+def offline_mode() -> bool:
+    """True when HF_HUB_OFFLINE is set, read now (huggingface_hub reads it once, when first imported)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def hub_unreachable(repo_id: str) -> bool:
+    """True when the Hugging Face hub cannot be asked about ``repo_id``: offline mode, or no connection.
+
+    One metadata request without retries (it fails in well under a second where names do not resolve);
+    an answer of any kind, "not found" included, counts as reachable (from_pretrained then says what).
+    """
+    if offline_mode():
+        return True
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except HfHubHTTPError:  # the hub answered: unknown, gated or private repo
+        return False
+    except Exception:  # noqa: BLE001 - the connection error types follow the hub's HTTP client
+        return True
+    return False
+
+
+def _load_error(spec: str, what: str, err: Exception, extra: dict[str, Any]) -> ModelLoadError:
+    """The ModelLoadError of ``spec``'s ``what`` (tokenizer, config, weights) failing with ``err``."""
+    if extra.get("local_files_only") and isinstance(err, OSError):
+        why = "HF_HUB_OFFLINE is set" if offline_mode() else "the hub cannot be reached"
+        name = spec.split("/")[-1]
+        return ModelLoadError(
+            f"cannot load the model {spec!r}: it is not in the local Hugging Face cache and {why}. On a machine "
+            f"with internet run `hf download {spec} --local-dir ./{name}`, copy that folder here and pass "
+            f"--model ./{name} (a local folder with config.json, weights and tokenizer files)")
+    return ModelLoadError(f"--model {spec}: cannot load its {what} ({type(err).__name__}: {err})")
+
+
+def load_config(spec: str) -> Any:
+    """The transformers config of a model spec (config.json, or the .gguf file's metadata); no weights."""
+    from transformers import AutoConfig
+
+    where, extra = model_source(spec)
+    try:
+        return AutoConfig.from_pretrained(where, **extra)
+    except Exception as err:  # noqa: BLE001 - any failure means the same to the user: this model does not load
+        raise _load_error(spec, "config", err, extra) from err
 
 
 def load_tokenizer(spec: str) -> Any:
@@ -86,23 +144,38 @@ def load_tokenizer(spec: str) -> Any:
     where, extra = (str(folder), {}) if (folder / "tokenizer_config.json").is_file() else model_source(spec)
     try:
         tok = AutoTokenizer.from_pretrained(where, **extra)
-    except OSError as err:
-        raise _offline_error(spec, err) from err
+    except Exception as err:  # noqa: BLE001 - as in load_config
+        raise _load_error(spec, "tokenizer", err, extra) from err
     if tok.pad_token is None:  # the EOS token pads; padded positions never carry labels
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_chat_tokenizer(spec: str, adapter: str | Path | None = None) -> Any:
+    """The tokenizer to prompt ``spec`` (plus ``adapter``) with, as training rendered its prompts.
+
+    The adapter folder's own tokenizer when it saved one (``finetune train`` does, with the chat
+    template it trained with), else the model's; a tokenizer without a chat template gets
+    :data:`finetune.template.CHATML_TEMPLATE`, as in training.
+    """
+    own = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+    tok = load_tokenizer(str(adapter) if own else spec)
+    ensure_chat_template(tok)
     return tok
 
 
 def load_model(spec: str, *, device: str, precision: str, load_in_4bit: bool = False, place: bool = True) -> Any:
     """The causal LM of a model spec in ``precision`` (or 4-bit NF4 for QLoRA), moved to ``device`` if ``place``.
 
-    Training passes place=False: the Trainer moves the model to each process's own GPU.
+    Training passes place=False: the Trainer moves the model to each process's own GPU. This is the
+    one place the project calls ``AutoModelForCausalLM.from_pretrained``.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     where, extra = model_source(spec)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(precision), **extra}
+    if extra.get("local_files_only"):  # transformers looks for a PEFT adapter in the repo without it (and retries)
+        kwargs["adapter_kwargs"] = {"local_files_only": True}
     if "gguf_file" in extra:
         from transformers import GgufConfig
 
@@ -112,11 +185,41 @@ def load_model(spec: str, *, device: str, precision: str, load_in_4bit: bool = F
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # this process's GPU
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    except OSError as err:
-        raise _offline_error(spec, err) from err
     except ValueError as err:
         raise ModelLoadError(f"--model {spec}: not a causal language model transformers can load ({err})") from err
+    except Exception as err:  # noqa: BLE001 - as in load_config
+        raise _load_error(spec, "weights", err, extra) from err
     return model.to(device) if place and not load_in_4bit else model
+
+
+def adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
+    """The ``adapter_config.json`` of a PEFT adapter folder; ModelLoadError when it is not one."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"--adapter {adapter_dir}: not a PEFT adapter folder (no adapter_config.json); point "
+                             "it at the --output-dir of `finetune train`")
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"{path}: not a readable adapter config ({err})") from err
+
+
+def apply_adapter(model: Any, adapter_dir: str | Path, *, base: str, base_flag: str = "--base") -> Any:
+    """``model`` (loaded from ``base``) wrapped with the PEFT adapter of ``adapter_dir``, in eval mode.
+
+    ModelLoadError when the folder is no adapter, or the adapter does not fit ``base``: the message
+    names the base it was trained on and ``base_flag``, the option that chooses the base.
+    """
+    from peft import PeftModel
+
+    trained_on = adapter_config(adapter_dir).get("base_model_name_or_path")
+    try:
+        adapted = PeftModel.from_pretrained(model, str(adapter_dir))
+    except Exception as err:  # noqa: BLE001 - shape mismatches, missing modules, bad files: all "does not fit"
+        raise ModelLoadError(f"--adapter {adapter_dir} does not fit the base model {base!r} ({type(err).__name__}: "
+                             f"{err}); it was trained on {trained_on!r}: pass that base model with "
+                             f"{base_flag}") from err
+    return adapted.eval()
 
 
 def check_4bit() -> None:
@@ -131,7 +234,6 @@ def check_4bit() -> None:
 
 
 def _bnb_config(precision: str) -> Any:
-    import torch
     from transformers import BitsAndBytesConfig
 
     check_4bit()

@@ -11,13 +11,12 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from finetune.loading import model_source, torch_dtype
-from finetune.runcard import RUN_CARD, read_run_card
+from finetune.loading import adapter_config, apply_adapter, load_chat_tokenizer, load_config, load_model, torch_dtype
+from finetune.runcard import RUN_CARD, read_run_card, run_card_path
 from finetune.train_errors import ModelLoadError, RunError
 
 _PRECISIONS = {"auto", "fp32", "bf16", "fp16"}
@@ -30,7 +29,7 @@ def base_model_of(adapter_dir: str | Path, base: str | None = None) -> str:
     card = read_run_card(adapter_dir)
     if card.get("base_model"):
         return str(card["base_model"])
-    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    cfg = adapter_config(adapter_dir)
     if not cfg.get("base_model_name_or_path"):
         raise ModelLoadError(f"{adapter_dir}: the adapter does not name its base model; pass --base MODEL")
     return str(cfg["base_model_name_or_path"])
@@ -38,21 +37,17 @@ def base_model_of(adapter_dir: str | Path, base: str | None = None) -> str:
 
 def load_adapted(adapter_dir: str | Path, *, base: str | None = None, device: str = "cpu",
                  precision: str = "fp32") -> tuple[Any, Any]:
-    """(PeftModel in eval mode, tokenizer saved with the adapter) for inference, merge and evaluation."""
-    from peft import PeftModel
+    """(PeftModel in eval mode, its tokenizer) for inference, merge and evaluation.
 
-    from finetune.loading import load_model, load_tokenizer
-
-    read_run_card(adapter_dir)  # checks the folder is an adapter
-    model = load_model(base_model_of(adapter_dir, base), device=device, precision=precision)
-    tok = load_tokenizer(str(adapter_dir))
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ModelLoadError(f"--adapter {adapter_dir} does not fit the base model ({err}); pass the base it was "
-                             "trained on with --base") from err
+    The tokenizer is the one saved with the adapter (else the base's, with the ChatML fallback):
+    :func:`finetune.loading.load_chat_tokenizer`.
+    """
+    adapter_config(adapter_dir)  # fails first when the folder is not an adapter
+    spec = base_model_of(adapter_dir, base)
+    tok = load_chat_tokenizer(spec, adapter_dir)
+    peft_model = apply_adapter(load_model(spec, device=device, precision=precision), adapter_dir, base=spec)
     peft_model.config.pad_token_id = tok.pad_token_id
-    return peft_model.eval(), tok
+    return peft_model, tok
 
 
 def _untie_if_needed(model: Any) -> None:
@@ -84,19 +79,17 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, *, base: str | N
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     tok.save_pretrained(out)
-    if (Path(adapter_dir) / RUN_CARD).is_file():
-        shutil.copy2(Path(adapter_dir) / RUN_CARD, out / RUN_CARD)
+    card = run_card_path(adapter_dir)
+    if card is not None:
+        shutil.copy2(card, out / RUN_CARD)
     return out
 
 
 def _saved_dtype(spec: str) -> str:
     """'fp32' / 'bf16' / 'fp16': the dtype the base model's config.json declares (fp32 when unknown)."""
-    from transformers import AutoConfig
-
-    where, extra = model_source(spec)
     try:
-        config = AutoConfig.from_pretrained(where, **extra)
-    except (OSError, ValueError):
+        config = load_config(spec)
+    except ModelLoadError:
         return "fp32"
     dtype = str(getattr(config, "dtype", None) or "float32").replace("torch.", "")
     return {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "fp32")

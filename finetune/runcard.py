@@ -1,7 +1,7 @@
 """run_card.json: what produced an adapter (effective config, data hashes, versions, metrics, system prompt).
 
-Written next to the adapter by ``finetune train``; read by merge / eval / chat and by the assistant
-(which reuses ``system`` and ``enable_thinking``).
+Written next to the adapter by ``finetune train``; read by merge / eval / chat and, leniently, by
+the assistant (which reuses ``system`` and ``enable_thinking``).
 
 Example:
     >>> card = read_run_card("outputs/qwen3-lora")  # doctest: +SKIP
@@ -9,7 +9,6 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -18,7 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from common.files import file_sha256
 from finetune.config import TrainConfig
+from finetune.loading import adapter_config
 from finetune.template import Encoded, thinking_for_inference
 from finetune.train_errors import ModelLoadError
 
@@ -29,12 +30,8 @@ _PACKAGES = ("qwen-domain-assistant", "torch", "transformers", "trl", "peft", "a
 
 
 def file_digest(path: str | Path) -> dict[str, Any]:
-    """{"path", "bytes", "sha256"} of a file (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
+    """{"path", "bytes", "sha256"} of a file (hashed by :func:`common.files.file_sha256`)."""
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": file_sha256(path)}
 
 
 def library_versions() -> dict[str, str]:
@@ -93,16 +90,36 @@ def write_run_card(config: TrainConfig, *, trainer: Any, report: Any, sets: tupl
     return card
 
 
-def read_run_card(adapter_dir: str | Path) -> dict[str, Any]:
-    """The run card of an adapter folder ({} when it has none, e.g. an adapter trained elsewhere)."""
+def run_card_path(adapter_dir: str | Path) -> Path | None:
+    """The run card of an adapter folder: its own, else its parent's (a checkpoint-N folder of a run); None."""
     folder = Path(adapter_dir)
-    if not (folder / "adapter_config.json").is_file():
-        raise ModelLoadError(f"--adapter {folder}: not a PEFT adapter folder (no adapter_config.json); point it at "
-                             "the --output-dir of `finetune train`")
-    path = folder / RUN_CARD
-    if not path.is_file():
-        return {}
+    return next((p for p in (folder / RUN_CARD, folder.parent / RUN_CARD) if p.is_file()), None)
+
+
+def read_run_card(adapter_dir: str | Path, *, lenient: bool = False) -> dict[str, Any]:
+    """The run card of an adapter folder ({} when it has none, e.g. an adapter trained elsewhere).
+
+    Strict (the default, for train/merge/eval/chat): ModelLoadError when the folder is not a PEFT
+    adapter or its card is not a JSON object. ``lenient`` (for the assistant, which only reads hints
+    from the card): the card when there is a readable one, else {}; the folder is not checked.
+
+    >>> read_run_card("no-such-adapter", lenient=True)
+    {}
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err}); restore it or delete it") from err
+        if not lenient:
+            adapter_config(adapter_dir)  # checks the folder is an adapter
+        path = run_card_path(adapter_dir)
+        if path is None:
+            return {}
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"{path}: not valid JSON ({err}); restore it or delete it") from err
+        if not isinstance(card, dict):
+            raise ModelLoadError(f"{path}: not a run card (a JSON object); restore it or delete it")
+        return card
+    except ModelLoadError:
+        if lenient:
+            return {}
+        raise

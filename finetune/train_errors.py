@@ -1,4 +1,5 @@
-"""Typed errors of the training side (train, merge, eval, chat); the CLI prints their message and exits 1.
+"""Typed errors of the training side (train, merge, eval, chat) and of model loading, which the assistant
+shares (:class:`ModelLoadError`); the CLI prints their message and exits 1.
 
 Every message names the bad thing (file, option, model) and the fix.
 
@@ -14,7 +15,10 @@ from finetune.errors import FinetuneError
 
 
 class ModelLoadError(FinetuneError):
-    """The base model, its tokenizer or an adapter cannot be loaded (offline, missing folder, bad file)."""
+    """The model, its tokenizer or an adapter cannot be loaded (offline, missing folder, bad file).
+
+    The one such error of the project: :mod:`finetune.loading` raises it for training and serving alike.
+    """
 
 
 class MissingDependency(FinetuneError):

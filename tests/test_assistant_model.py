@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from assistant.backends.local import CHATML_FALLBACK, LocalBackend
 from assistant.answer import Assistant
+from assistant.backends.base import GenParams
+from assistant.backends.local import LocalBackend
 from assistant.config import AskOptions
-from assistant.errors import ModelLoadError
+from finetune.generation import Decoding, stream_ids
+from finetune.template import CHATML_TEMPLATE, prompt_ids
+from finetune.train_errors import ModelLoadError
 
 QUESTION = "How long is the warranty on company laptops?"
 MEMORISED = "Two years [1]."
@@ -47,7 +49,7 @@ def test_stream_yields_the_same_text_as_non_streaming(bot: Assistant) -> None:
     assert isinstance(next(iter(abandoned)), str)
     abandoned.close()  # stops that generation and frees the model for the next ask
     with pytest.raises(RuntimeError, match="not complete"):
-        abandoned.answer
+        _ = abandoned.answer
     assert bot.ask(QUESTION).text == whole.text
 
 
@@ -85,7 +87,9 @@ def train_memorising_adapter(model_dir: Path, messages: list[dict], answer: str,
     """LoRA (q/v) + a trained lm_head copy that make the tiny model answer ``answer`` to exactly this prompt."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from finetune.loading import load_model
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -94,7 +98,7 @@ def train_memorising_adapter(model_dir: Path, messages: list[dict], answer: str,
     answer_ids = tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt_ids + answer_ids])
     target = torch.tensor(answer_ids)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir)),
+    model = get_peft_model(load_model(str(model_dir), device="cpu", precision="fp32"),
                            LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                       modules_to_save=["lm_head"]))
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-2)
@@ -135,16 +139,92 @@ def test_adapter_changes_the_answer(bot: Assistant, assistant_kb: Path, tiny_qwe
 
 
 def test_model_that_cannot_load_fails_fast_with_a_fix(assistant_kb: Path, tmp_path: Path) -> None:  # noqa: F811
-    for model in (str(tmp_path / "no-such-model"), "Qwen/Qwen3-0.6B-not-cached-here"):
+    """Offline (HF_HUB_OFFLINE, set by conftest) a hub id fails from the cache lookup, without hub retries."""
+    for model in (str(tmp_path / "no-such-model"), "Qwen/Qwen3-0.6B-not-cached-here", str(tmp_path / "m.gguf")):
         bot = Assistant(kb=assistant_kb, model=model)
-        start = time.perf_counter()
         with pytest.raises(ModelLoadError) as err:
             bot.ask("What is the refund policy?")
-        assert time.perf_counter() - start < 10
         assert "--model" in str(err.value) and "--retrieval-only" in str(err.value) and model in str(err.value)
+    assert "HF_HUB_OFFLINE is set" in str(pytest.raises(ModelLoadError, LocalBackend("org/not-cached").tokenizer).value)
 
 
-def test_chatml_fallback_matches_the_finetune_one() -> None:
-    finetune_template = pytest.importorskip("finetune.template")
-    assert CHATML_FALLBACK == finetune_template.CHATML_TEMPLATE
+def test_the_assistant_loads_through_finetunes_loader(tmp_path: Path, tiny_qwen3: Path) -> None:  # noqa: F811
+    """A .gguf path, a template-less tokenizer and an adapter that does not fit: finetune.loading's rules."""
+    with pytest.raises(ModelLoadError, match=r"no such \.gguf file.*--retrieval-only"):
+        LocalBackend(str(tmp_path / "qwen3.gguf")).count_tokens([{"role": "user", "content": "Hi"}])
+    bare = tmp_path / "no-template"  # the tiny Qwen3 without its chat template: gets training's ChatML fallback
+    bare.mkdir()
+    for f in tiny_qwen3.iterdir():
+        if f.name == "tokenizer_config.json":
+            config = json.loads(f.read_text(encoding="utf-8"))
+            config.pop("chat_template", None)
+            (bare / f.name).write_text(json.dumps(config), encoding="utf-8")
+        elif f.name != "chat_template.jinja":
+            (bare / f.name).symlink_to(f)
+    backend = LocalBackend(str(bare))
+    assert backend.tokenizer().chat_template == CHATML_TEMPLATE and backend._model is None
+    rendered = backend.render([{"role": "user", "content": "Hi"}])
+    assert rendered == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    misfit = tmp_path / "misfit"  # trained on another base: its target modules are not in this one
+    misfit.mkdir()
+    (misfit / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 16, "target_modules": ["w_in"],
+        "base_model_name_or_path": "other-org/other-base"}), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"trained on 'other-org/other-base': pass that base model with --model"):
+        LocalBackend(str(tiny_qwen3), adapter=str(misfit)).model()
+
+
+def forward_calls(model: object) -> tuple[list[int], object]:
+    """A list that grows by one per forward pass of ``model`` (one per generated token), and the hook handle."""
+    calls: list[int] = []
+    return calls, model.register_forward_hook(lambda *args: calls.append(1))
+
+
+def generation_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "finetune-generate"]
+
+
+def test_breaking_off_a_stream_stops_the_generation(bot: Assistant) -> None:
+    backend = bot.backend
+    model, tok = backend.model(), backend.tokenizer()
+    prompt = prompt_ids(tok, bot.prompt(QUESTION)[0], enable_thinking=False)
+    calls, hook = forward_calls(model)
+    cancel, held = threading.Event(), threading.Event()
+    pause = model.register_forward_hook(lambda *args: cancel.wait(60) if held.is_set() else None)
+    try:
+        full = "".join(stream_ids(model, tok, prompt, Decoding(max_new_tokens=48)))
+        assert len(calls) == 48 and full  # this prompt never stops early by itself
+        calls.clear()
+        stream = stream_ids(model, tok, prompt, Decoding(max_new_tokens=48), cancel=cancel)
+        assert full.startswith(next(stream))
+        held.set()  # from here on, each forward waits for the cancellation
+        stream.close()  # sets cancel, waits for the generation thread
+        assert len(calls) < 48 and not generation_threads()
+        with pytest.raises(StopIteration):
+            next(stream)
+        held.clear()  # the local backend streams through stream_ids: closing it ends its generation thread
+        pieces = backend.generate(bot.prompt(QUESTION)[0], GenParams(max_new_tokens=48), stream=True)
+        assert full.startswith(next(pieces))
+        pieces.close()
+        assert not generation_threads()
+    finally:
+        hook.remove()
+        pause.remove()
+
+
+def test_an_error_in_the_generation_thread_reaches_the_consumer(bot: Assistant) -> None:
+    backend = bot.backend
+    model, tok = backend.model(), backend.tokenizer()
+
+    class Broken:
+        def __enter__(self) -> None:
+            raise RuntimeError("no room on the device")
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    stream = stream_ids(model, tok, [151644, 872, 198], Decoding(max_new_tokens=4), guard=Broken)
+    with pytest.raises(RuntimeError, match="no room on the device"):
+        list(stream)
+    assert not generation_threads()
     assert LocalBackend("x").model_name == "x"  # constructing loads nothing

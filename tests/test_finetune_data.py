@@ -366,7 +366,7 @@ def test_cli_check_text_json_strict_and_missing(tmp_path: Path) -> None:
     assert (data["train"], data["validation"], data["dropped"]) == (16, 5, 0)
     assert data["formats"] == {str(good): "alpaca"} and data["token_stats"]["count"] == 21
 
-    # bad data, a missing file, a bad option: exit status 2 (ui.cli.errors), one line, no traceback
+    # bad data, a missing file, a bad option: exit status 2 (ui.errors), one line, no traceback
     result = runner.invoke(data_app, ["check", str(good), str(bad), "--strict"])
     assert result.exit_code == 2 and f"{bad}:2: bad JSON" in result.output and "Traceback" not in result.output
 

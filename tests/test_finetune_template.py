@@ -5,7 +5,12 @@ import pytest
 
 from finetune.records import Conversation, Message
 from finetune.template import (
-    CHATML_TEMPLATE, IGNORE, encode_all, encode_conversation, ensure_chat_template, split_thinking,
+    CHATML_TEMPLATE,
+    IGNORE,
+    encode_all,
+    encode_conversation,
+    ensure_chat_template,
+    split_thinking,
 )
 
 

@@ -139,7 +139,7 @@ def test_merged_model_logits_equal_adapter_logits(run):
     from finetune.merge import load_adapted, merge_adapter
 
     out = merge_adapter(run.root / "adapter", run.root / "merged")
-    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()  # a plain transformers folder: no finetune needed
     adapted, tok = load_adapted(run.root / "adapter")
     ids = torch.tensor([tok.apply_chat_template([{"role": "user", "content": QA[0][0]}], tokenize=True,
                                                 add_generation_prompt=True, return_dict=True)["input_ids"]])
@@ -162,6 +162,28 @@ def test_chat_streams_replies(run):
     assert history[0] == {"role": "system", "content": SYSTEM}
     assert history[-1] == {"role": "assistant", "content": QA[0][1]}
     assert len(written) > 3 and "Paris." in "".join(written)
+
+
+def test_ctrl_c_during_a_reply_stops_it_and_returns_to_the_prompt(run):
+    import threading
+
+    from finetune.chat import STOPPED, chat
+
+    lines = iter([QA[0][0], QA[1][0], "/exit"])
+    written: list[str] = []
+    interrupted: list[str] = []
+
+    def write(text: str) -> None:  # Ctrl-C arrives while the first piece of the first reply is shown
+        if len(written) == 2 and not interrupted:
+            interrupted.append(text)
+            raise KeyboardInterrupt
+        written.append(text)
+
+    history = chat(run.root / "adapter", read=lambda prompt: next(lines), write=write, temperature=0.0,
+                   max_new_tokens=16)
+    assert written[1:4] == ["assistant> ", STOPPED, "\n"]
+    assert history[1:] == [{"role": "user", "content": QA[1][0]}, {"role": "assistant", "content": QA[1][1]}]
+    assert not [t for t in threading.enumerate() if t.name == "finetune-generate"]
 
 
 def test_cli_train_merge_eval(run, tmp_path):
@@ -228,7 +250,7 @@ def test_offline_hub_model_error_says_how_to_use_a_local_folder(tmp_path, run, m
     config = dataclasses.replace(run.config, model="no-such-org/no-such-model", output_dir=str(tmp_path / "o"))
     with pytest.raises(FinetuneError) as err:
         train(config, say=quiet)
-    assert "--model ./no-such-model" in str(err.value) and "huggingface-cli download" in str(err.value)
+    assert "--model ./no-such-model" in str(err.value) and "hf download" in str(err.value)
 
 
 def test_qlora_needs_cuda(tmp_path, run):

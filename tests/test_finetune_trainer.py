@@ -9,7 +9,6 @@ from finetune.errors import ConfigError
 from finetune.records import Conversation, Message
 from finetune.tiny import tiny_qwen3_config
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -151,7 +150,8 @@ def test_device_defaults():
     cpu = sft_kwargs(config, device="cpu", precision="fp32", has_eval=True)
     assert cpu["use_cpu"] and not cpu["bf16"] and not cpu["fp16"] and not cpu["gradient_checkpointing"]
     assert cpu["padding_free"] and not cpu["packing"] and cpu["max_length"] is None
-    assert cpu["eval_strategy"] == "steps" and cpu["load_best_model_at_end"] and cpu["metric_for_best_model"] == "eval_loss"
+    assert cpu["eval_strategy"] == "steps" and cpu["load_best_model_at_end"]
+    assert cpu["metric_for_best_model"] == "eval_loss"
     gpu = sft_kwargs(config, device="cuda", precision="bf16", has_eval=False)
     assert not gpu["use_cpu"] and gpu["bf16"] and gpu["gradient_checkpointing"] and gpu["eval_strategy"] == "no"
     packed = sft_kwargs(TrainConfig(data=("t",), batching="packed", max_length=512), device="cpu",

@@ -294,7 +294,7 @@ def test_cli_from_kb_then_check_accepts_the_file(tmp_path: Path, assistant_kb: P
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["train"] + data["validation"], data["dropped"]) == (5, 0) and data["formats"] == {str(out): "openai"}
-    # a knowledge base that does not exist is a bad --kb: exit status 2 (ui.cli.errors)
+    # a knowledge base that does not exist is a bad --kb: exit status 2 (ui.errors)
     result = runner.invoke(app, ["data", "from-kb", str(qa), "--kb", str(tmp_path / "nokb"), "--out", str(out)])
     assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
 

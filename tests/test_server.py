@@ -232,3 +232,18 @@ def test_failure_mid_stream_is_reported_in_the_stream(assistant_kb: Path) -> Non
     assert json.loads(lines[1][6:])["choices"][0]["delta"]["content"] == "Partial"
     plain = client.post("/v1/chat/completions", json={**body, "stream": False})
     assert plain.status_code == 500 and "out of memory" in plain.json()["error"]["message"]
+
+
+def test_errors_map_to_status_codes_by_the_one_table(assistant_kb: Path, tmp_path: Path) -> None:
+    """A model that does not load: 503 naming the fix; a bad query: 400 (ui.errors decides both)."""
+    from fastapi.testclient import TestClient
+
+    from assistant.answer import Assistant
+    from ui.http import create_app
+
+    bot = Assistant(kb=assistant_kb, model=str(tmp_path / "no-such-model"), condense="off", mode="bm25")
+    client = TestClient(create_app(bot), raise_server_exceptions=False)
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": TARGETS[0][0]}]})
+    assert r.status_code == 503 and "--retrieval-only" in r.json()["error"]["message"], r.text
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "   "}]})
+    assert r.status_code == 400, r.text

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-    from assistant.answer import Assistant, AnswerStream
+    from assistant.answer import AnswerStream, Assistant
     from assistant.config import AskOptions
     from assistant.records import Answer
 
@@ -242,13 +242,14 @@ class _Unauthorized(Exception):
 
 
 def _install_error_handlers(app: "FastAPI") -> None:
-    """OpenAI-style JSON errors: 400 for bad requests, 401 for a bad key, 500 with a message otherwise."""
+    """OpenAI-style JSON errors: 400 for bad requests, 401 for a bad key; the packages' typed errors by
+    the one table of :mod:`ui.errors` (bad input: 400; could not be done here and now, e.g. the model
+    does not load or the endpoint behind failed: 503); 500 with a message for anything else."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
-    from assistant.errors import AssistantError, BackendError, ConfigError, ModelLoadError, PromptTooLong
-    from index.errors import BadQuery
+    from ui.errors import BAD_INPUT, FAILED, exit_code
 
     def reply(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
               code: str | None = None) -> JSONResponse:
@@ -270,21 +271,15 @@ def _install_error_handlers(app: "FastAPI") -> None:
     async def http(_: "Request", exc: HTTPException) -> JSONResponse:
         return reply(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(AssistantError)
-    async def assistant_error(_: "Request", exc: AssistantError) -> JSONResponse:
-        if isinstance(exc, (ConfigError, PromptTooLong)):
-            return reply(400, str(exc))
-        status = 503 if isinstance(exc, (BackendError, ModelLoadError)) else 500
-        return reply(status, str(exc), "server_error")
-
     @app.exception_handler(Exception)
-    async def unexpected(_: "Request", exc: Exception) -> JSONResponse:
+    async def typed_or_unexpected(_: "Request", exc: Exception) -> JSONResponse:
+        code = exit_code(exc)
+        if code == BAD_INPUT:
+            return reply(400, str(exc))
+        if code == FAILED:
+            return reply(503, str(exc), "server_error")
         log.exception("unexpected error")
         return reply(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
-
-    @app.exception_handler(BadQuery)
-    async def bad_query(_: "Request", exc: BadQuery) -> JSONResponse:
-        return reply(400, str(exc))
 
 
 def validation_message(errors: Any) -> str:

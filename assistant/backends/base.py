@@ -1,5 +1,5 @@
-"""Generation backends behind one small Protocol, and what both share: decoding settings,
-separating ``<think>`` reasoning from the answer, cutting at a stop text.
+"""Generation backends behind one small Protocol, and what both share: decoding settings and
+separating ``<think>`` reasoning from the answer (stop texts are cut in :mod:`finetune.generation`).
 
 The two implementations: a local transformers model with an optional PEFT adapter
 (:mod:`assistant.backends.local`) and any OpenAI-compatible endpoint (:mod:`assistant.backends.openai_compat`);
@@ -46,29 +46,6 @@ class Backend(Protocol):
 
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]: ...
-
-
-def cut_at(pieces: Iterator[str], stop: str) -> Iterator[str]:
-    """The pieces up to (not including) the first ``stop`` text, which may span pieces.
-
-    >>> list(cut_at(iter(["Yes [1].<|im", "_end|>\\n<|im_start|>user"]), "<|im_end|>"))
-    ['Yes [1].']
-    """
-    held = ""
-    for piece in pieces:
-        held += piece
-        cut = held.find(stop)
-        if cut >= 0:
-            if held[:cut]:
-                yield held[:cut]
-            getattr(pieces, "close", lambda: None)()  # stop the generation behind it
-            return
-        keep = next((n for n in range(min(len(stop) - 1, len(held)), 0, -1) if stop.startswith(held[-n:])), 0)
-        if held[:len(held) - keep]:
-            yield held[:len(held) - keep]
-        held = held[len(held) - keep:]
-    if held:
-        yield held
 
 
 class ThinkSplitter:

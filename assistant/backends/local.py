@@ -1,8 +1,10 @@
-"""The local backend: a transformers causal LM (HF id, base or merged folder) plus an optional PEFT adapter.
+"""The local backend: a transformers causal LM (HF id, base or merged folder, .gguf file) plus an optional PEFT adapter.
 
-Qwen3's chat template renders the prompt (``enable_thinking`` from the call); a tokenizer without a
-template gets the ChatML fallback that ``finetune`` trains with. Streaming runs ``generate`` in a
-thread feeding a ``TextIteratorStreamer``; a lock serialises generation on the one model.
+Everything model-side is finetune's, so serving sees what training saw: the model, adapter and
+tokenizer load through :mod:`finetune.loading` (the adapter's own tokenizer and chat template when it
+saved one, else the ChatML fallback training used), prompts are :func:`finetune.template.prompt_ids`,
+and decoding, stopping at the end of turn and cancellable streaming are :mod:`finetune.generation`.
+This class adds laziness, thread safety and the assistant's settings (adapter on/off per call).
 
 >>> from assistant.backends.local import LocalBackend
 >>> from assistant.backends.base import GenParams
@@ -12,92 +14,42 @@ thread feeding a ``TextIteratorStreamer``; a lock serialises generation on the o
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import functools
 import threading
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from assistant.backends.base import GenParams, cut_at
-from assistant.errors import ModelLoadError
+from assistant.backends.base import GenParams
+from finetune import loading, template
+from finetune.generation import Decoding, generate_ids, stream_ids
+from finetune.train_errors import ModelLoadError
 
-# For tokenizers without a chat template (a base model such as gemma-3-270m): ChatML as Qwen renders it.
-# Must equal finetune.template.CHATML_TEMPLATE, so an adapter trained on such a base sees the same prompt.
-CHATML_FALLBACK = (
-    "{%- if bos_token %}{{- bos_token }}{%- endif %}"  # a base model such as gemma expects its <bos>
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-END_OF_TURN = "<|im_end|>"
+DEFAULT_CONTEXT = 4096  # tokens, when the model's config does not say
 
 
-def load_failure(model: str, reason: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"cannot load model {model!r}: {reason}. Point --model at a local model folder (one with "
-        "config.json, the weights and the tokenizer, e.g. a copy of Qwen/Qwen3-0.6B or the output of "
-        "`finetune merge`), or run with --retrieval-only to get the retrieved passages without a model.")
-
-
-def resolve_model_folder(model: str) -> Path:
-    """A local folder, or the Hugging Face cache/hub copy of ``model``; fails fast offline."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise load_failure(model, f"{path} has no config.json (not a transformers model folder)")
-        return path
-    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-        raise load_failure(model, f"folder {path} does not exist")
-    from huggingface_hub import snapshot_download
-
+@contextlib.contextmanager
+def retrieval_only_hint() -> Iterator[None]:
+    """Add the assistant's way out to a ModelLoadError: answering without a model."""
     try:
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception:  # not in the cache; the hub's error types vary by version
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise load_failure(model, "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
-    try:
-        return Path(snapshot_download(model))
-    except Exception as exc:
-        raise load_failure(model, f"it is not cached here and the hub is unreachable ({type(exc).__name__})") from exc
-
-
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class _FirstToken:
-    """A streamer that only notices the first generated token (the first ``put`` is the prompt)."""
-
-    def __init__(self, callback: Callable[[], None] | None) -> None:
-        self.callback, self.calls = callback, 0
-
-    def put(self, value: Any) -> None:
-        self.calls += 1
-        if self.calls == 2 and self.callback:
-            self.callback()
-
-    def end(self) -> None:
-        pass
+        yield
+    except ModelLoadError as err:
+        raise ModelLoadError(f"{err}. Or run with --retrieval-only to get the retrieved passages without a "
+                             "model") from err
 
 
 class LocalBackend:
-    """A transformers causal LM (base or merged folder, or HF id) plus an optional PEFT adapter.
+    """A transformers causal LM (HF id, base or merged folder, .gguf file) plus an optional PEFT adapter.
 
-    Loads lazily: the tokenizer on the first token count, the model on the first generation.
-    Generation is serialised by a lock (one model, many threads); counting is too, since a
-    fast tokenizer must not be used from two threads at once.
+    Loads lazily: the tokenizer on the first token count, the model on the first generation, both
+    through :mod:`finetune.loading` (ModelLoadError says what to pass to --model). Generation is
+    serialised by a lock (one model, many threads); tokenizing is too, since a fast tokenizer must
+    not be used from two threads at once. dtype: fp32 on CPU, bf16 on GPUs that have it (else fp16).
     """
 
     def __init__(self, model: str, adapter: str | None = None, *, device: str = "auto",
                  context_tokens: int | None = None) -> None:
         self.model_name, self.adapter = model, adapter
         self.device_name, self._context = device, context_tokens
-        self._folder: Path | None = None
         self._tok: Any = None
         self._model: Any = None
         self._gen_lock = threading.Lock()
@@ -105,73 +57,34 @@ class LocalBackend:
         self._load_lock = threading.Lock()
 
     # -- loading ----------------------------------------------------------------------
-    def folder(self) -> Path:
-        if self._folder is None:
-            self._folder = resolve_model_folder(self.model_name)
-        return self._folder
-
     def tokenizer(self) -> Any:
+        """The tokenizer with the chat template prompts are rendered with (the adapter's own if it has one)."""
         with self._load_lock:
             if self._tok is None:
-                self._tok = self._load_tokenizer()
+                with retrieval_only_hint():
+                    self._tok = loading.load_chat_tokenizer(self.model_name, self.adapter)
         return self._tok
 
-    def _load_tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
-        source = self.folder()
-        if self.adapter and (Path(self.adapter) / "tokenizer_config.json").is_file():
-            source = Path(self.adapter)  # training may have saved its own chat template
-        try:
-            tok = AutoTokenizer.from_pretrained(str(source))
-        except Exception as exc:
-            raise load_failure(self.model_name, f"its tokenizer does not load ({type(exc).__name__}: {exc})") from exc
-        if not tok.chat_template:
-            tok.chat_template = CHATML_FALLBACK
-        return tok
-
     def model(self) -> Any:
-        tok = self.tokenizer()
+        """The model in eval mode on its device, with the adapter applied when one is set."""
+        self.tokenizer()  # generation needs it too; a tokenizer that does not load fails first, and cheaply
         with self._load_lock:
             if self._model is None:
-                self._model = self._load_model(tok)
+                device = loading.resolve_device(self.device_name)
+                with retrieval_only_hint():
+                    precision = loading.resolve_precision("auto", device)
+                    model = loading.load_model(self.model_name, device=device, precision=precision)
+                if self.adapter:  # its error names the base it was trained on, to pass as --model
+                    model = loading.apply_adapter(model, self.adapter, base=self.model_name, base_flag="--model")
+                self._model = model.eval()
         return self._model
-
-    def _load_model(self, tok: Any) -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        device = pick_device(self.device_name)
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32  # CPU: fp32 is fastest
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(self.folder()), dtype=dtype)
-        except Exception as exc:
-            raise load_failure(self.model_name, f"its weights do not load ({type(exc).__name__}: {exc})") from exc
-        if self.adapter:
-            from peft import PeftModel
-
-            try:
-                model = PeftModel.from_pretrained(model, str(self.adapter))
-            except Exception as exc:
-                import json
-
-                cfg = json.loads((Path(self.adapter) / "adapter_config.json").read_text(encoding="utf-8"))
-                raise ModelLoadError(f"cannot apply adapter {self.adapter} to {self.model_name}: {type(exc).__name__}: "
-                                     f"{exc}. It was trained on {cfg.get('base_model_name_or_path')!r}: "
-                                     "point --model at that base model") from exc
-        model.to(device).eval()
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        return model
 
     # -- Backend protocol -------------------------------------------------------------
     def context_tokens(self) -> int:
         if self._context is None:
-            import json
-
-            cfg = json.loads((self.folder() / "config.json").read_text(encoding="utf-8"))
-            cfg = cfg.get("text_config", cfg)  # multimodal configs nest the LM's
-            self._context = int(cfg.get("max_position_embeddings") or 4096)
+            with retrieval_only_hint():
+                config = loading.load_config(self.model_name).get_text_config()  # multimodal configs nest the LM's
+            self._context = int(getattr(config, "max_position_embeddings", None) or DEFAULT_CONTEXT)
         return self._context
 
     def render(self, messages: list[dict], *, thinking: bool = False) -> str:
@@ -179,105 +92,29 @@ class LocalBackend:
         return self.tokenizer().apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                     enable_thinking=thinking)
 
-    def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int:
-        text = self.render(messages, thinking=thinking)
+    def prompt_ids(self, messages: list[dict], *, thinking: bool = False) -> list[int]:
+        """The prompt token ids fed to the model: :func:`finetune.template.prompt_ids`, as in training."""
+        tok = self.tokenizer()
         with self._tok_lock:
-            return len(self._tok(text, add_special_tokens=False)["input_ids"])
+            return template.prompt_ids(tok, messages, enable_thinking=thinking)
+
+    def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int:
+        return len(self.prompt_ids(messages, thinking=thinking))
 
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]:
+        """Raw generated text (stream: in pieces; closing the iterator stops the generation)."""
         model, tok = self.model(), self.tokenizer()
-        prompt = self.render(messages, thinking=params.thinking)
-        with self._tok_lock:
-            inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
-        kwargs = dict(inputs.to(model.device), **self._decoding(model, tok, params))
+        prompt = self.prompt_ids(messages, thinking=params.thinking)
+        decoding = Decoding(params.max_new_tokens, params.temperature, params.top_p)
+        guard = functools.partial(self._guard, model, params)  # entered in the thread that generates
         if stream:
-            pieces = self._stream(model, tok, kwargs, params, on_first_token)
-            stop = self.stop_text(tok)
-            return cut_at(pieces, stop) if stop else pieces
-        return iter([self._complete(model, tok, kwargs, params, on_first_token)])
+            return stream_ids(model, tok, prompt, decoding, guard=guard, on_first_token=on_first_token)
+        return iter([generate_ids(model, tok, prompt, decoding, guard=guard, on_first_token=on_first_token)])
 
-    # -- generation -------------------------------------------------------------------
-    def _decoding(self, model: Any, tok: Any, params: GenParams) -> dict:
-        import copy
-
-        gc = copy.deepcopy(model.generation_config)
-        gc.max_new_tokens = params.max_new_tokens
-        gc.do_sample = params.temperature > 0
-        if gc.do_sample:  # top_k stays the model's own (Qwen3: 20)
-            gc.temperature, gc.top_p = params.temperature, params.top_p
-        else:
-            gc.temperature, gc.top_p, gc.top_k = 1.0, 1.0, 50  # neutral values: no warnings
-        stops = {i for i in _as_list(gc.eos_token_id) + [tok.eos_token_id, tok.convert_tokens_to_ids(END_OF_TURN)]
-                 if isinstance(i, int) and i != tok.unk_token_id}
-        gc.eos_token_id = sorted(stops)
-        gc.pad_token_id = tok.pad_token_id
-        if self.stop_text(tok):
-            gc.stop_strings = [END_OF_TURN]
-            return {"generation_config": gc, "tokenizer": tok}
-        return {"generation_config": gc}
-
-    @staticmethod
-    def stop_text(tok: Any) -> str | None:
-        """END_OF_TURN when it is plain text here (ChatML fallback on a foreign vocabulary), else None."""
-        return END_OF_TURN if tok.chat_template == CHATML_FALLBACK and END_OF_TURN not in tok.all_special_tokens \
-            else None
-
-    def _adapter_off(self, model: Any, params: GenParams) -> Any:
-        import contextlib
-
-        if self.adapter and not params.use_adapter:
-            return model.disable_adapter()
-        return contextlib.nullcontext()
-
-    def _complete(self, model: Any, tok: Any, kwargs: dict, params: GenParams,
-                  on_first_token: Callable[[], None] | None) -> str:
-        import torch
-
-        with self._gen_lock, self._adapter_off(model, params), torch.inference_mode():
-            out = model.generate(**kwargs, streamer=_FirstToken(on_first_token))
-        text = tok.decode(out[0, kwargs["input_ids"].shape[1]:], skip_special_tokens=True)
-        stop = self.stop_text(tok)
-        return text.split(stop)[0] if stop else text
-
-    def _stream(self, model: Any, tok: Any, kwargs: dict, params: GenParams,
-                on_first_token: Callable[[], None] | None) -> Iterator[str]:
-        import torch
-        from transformers import StoppingCriteria, TextIteratorStreamer
-
-        cancel = threading.Event()
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        failure: list[BaseException] = []
-
-        def run() -> None:  # holds the generation lock itself: its release never waits on the consumer
-            try:
-                with self._gen_lock, self._adapter_off(model, params), torch.inference_mode():
-                    model.generate(**kwargs, streamer=streamer, stopping_criteria=[Cancelled()])
-            except BaseException as exc:  # surfaced in the consumer's thread below
-                failure.append(exc)
-                streamer.end()
-
-        thread = threading.Thread(target=run, name="assistant-generate", daemon=True)
-        thread.start()
-        try:
-            first = True
-            for piece in streamer:
-                if first and on_first_token:
-                    on_first_token()
-                first = False
-                if piece:
-                    yield piece
-        finally:
-            cancel.set()  # the consumer stopped early: stop generating too
-            thread.join()
-        if failure:
-            raise failure[0]
-
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    @contextlib.contextmanager
+    def _guard(self, model: Any, params: GenParams) -> Iterator[None]:
+        """Hold the generation lock and, for ``use_adapter=False``, run with the adapter disabled."""
+        off = self.adapter and not params.use_adapter
+        with self._gen_lock, (model.disable_adapter() if off else contextlib.nullcontext()):
+            yield

@@ -19,8 +19,8 @@ import typer
 
 from assistant.config import AssistantConfig
 from assistant.evaluation.run import EvalConfig
-from ui.cli.errors import friendly
 from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options
+from ui.errors import friendly
 
 app = typer.Typer(help="Ask questions about your documents: answers grounded in cited pages.",
                   no_args_is_help=True, add_completion=False)

@@ -3,7 +3,7 @@
 ``finetune train`` has one flag per :class:`finetune.config.TrainConfig` field (made from the
 dataclass by :mod:`ui.cli.options`, so they cannot drift apart) plus ``--config FILE.toml``; flags
 override the file. ``data check`` and ``data from-kb`` take theirs from :class:`finetune.data.DataConfig`
-and :class:`assistant.from_kb.config.FromKBConfig` the same way. Exit status: :mod:`ui.cli.errors`
+and :class:`assistant.from_kb.config.FromKBConfig` the same way. Exit status: :mod:`ui.errors`
 (2 for a bad option or bad data, 1 when it cannot be done here and now).
 Multi-GPU: ``accelerate launch -m ui.cli.finetune train ...`` or ``torchrun --nproc-per-node N -m
 ui.cli.finetune train ...``. Nothing heavy (torch, transformers) is imported before a command runs.
@@ -28,8 +28,8 @@ from assistant.from_kb.config import FromKBConfig
 from finetune.config import TrainConfig, load_config
 from finetune.data import DataConfig, prepare_config
 from finetune.errors import ConfigError, FinetuneError
-from ui.cli.errors import friendly
 from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options, default_of
+from ui.errors import friendly
 
 app = typer.Typer(help="Fine-tune Qwen3 with LoRA on your Q&A data: train, merge, eval, chat.",
                   no_args_is_help=True, add_completion=False)

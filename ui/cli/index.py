@@ -13,9 +13,9 @@ from typing import Optional
 import typer
 
 from index.config import IndexConfig
-from ui.cli.errors import friendly
 from ui.cli.kb_common import JsonOpt, open_kb, print_json, require_kb
 from ui.cli.options import K_FLAG, KB_FLAG, config_options
+from ui.errors import friendly
 
 app = typer.Typer(help="Search a knowledge base, evaluate retrieval on BEIR sets, re-embed.",
                   no_args_is_help=True, add_completion=False)

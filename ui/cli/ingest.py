@@ -11,9 +11,9 @@ from pathlib import Path
 import typer
 
 from index.config import IndexConfig
-from ui.cli.errors import friendly
 from ui.cli.kb_common import JsonOpt, finish, open_kb, print_json, require_kb
 from ui.cli.options import KB_FLAG, config_options
+from ui.errors import friendly
 
 app = typer.Typer(help="Add documents (PDF, .txt, .md) to a knowledge base, list and remove them.",
                   no_args_is_help=True, add_completion=False)

@@ -5,7 +5,7 @@
 and ``[default: ...]`` from the field's default or ``default_factory``. Every option defaults to None
 (not given), and the command receives the config built from the options that were given, so a flag
 left out keeps the dataclass default. The dataclass validates in ``__post_init__``; under
-:func:`ui.cli.errors.friendly` its error is one ``error:`` line and exit status 2.
+:func:`ui.errors.friendly` its error is one ``error:`` line and exit status 2.
 
 :class:`Flag` says where the command line differs from the plain field: other spellings (``-k``),
 an environment variable, a positional argument, a flag required although the field has a default,
@@ -13,7 +13,7 @@ a conversion of the typed value.
 
 >>> from dataclasses import dataclass, field
 >>> from typer.testing import CliRunner
->>> from ui.cli.errors import friendly
+>>> from ui.errors import friendly
 >>> @dataclass(frozen=True)
 ... class Settings:
 ...     k: int = field(default=5, metadata={"help": "chunks per question"})

@@ -20,8 +20,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from ui.web.uploads import (DOC_COLUMNS, REPORT_COLUMNS, document_rows, ingest_uploads, remove_document,
-                        report_rows, report_summary, supported_suffixes)
+from ui.web.uploads import (
+    DOC_COLUMNS,
+    REPORT_COLUMNS,
+    document_rows,
+    ingest_uploads,
+    remove_document,
+    report_rows,
+    report_summary,
+    supported_suffixes,
+)
 
 if TYPE_CHECKING:
     import gradio as gr

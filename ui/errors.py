@@ -26,7 +26,6 @@ import functools
 from typing import Any, Callable
 
 from assistant.errors import AssistantError, BackendError
-from assistant.errors import ModelLoadError as AssistantModelLoadError  # until one ModelLoadError
 from finetune.errors import FinetuneError
 from finetune.train_errors import DeviceError, MissingDependency, ModelLoadError, NoTrainingData, RunError
 from index.errors import IndexError_, KBLocked
@@ -39,7 +38,6 @@ BAD_INPUT = 2  # what was asked is wrong (click's own usage errors exit 2 too)
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (KeyboardInterrupt, INTERRUPTED),
     (ModelLoadError, FAILED),
-    (AssistantModelLoadError, FAILED),
     (BackendError, FAILED),
     (DeviceError, FAILED),
     (MissingDependency, FAILED),
