@@ -43,7 +43,7 @@ class AssistantConfig:
 
     kb: Path | str = field(default_factory=default_kb, metadata={"help": "knowledge-base folder"})  # $QDA_KB or ./kb
     model: str = field(default=DEFAULT_MODEL, metadata={
-        "help": "model folder (base or merged) or HF id; with --endpoint, the served model's name"})
+        "help": "model folder (base or merged), .gguf file or HF id; with --endpoint, the served model's name"})
     adapter: str | None = field(default=None, metadata={  # PEFT (LoRA) folder applied on top of ``model``
         "help": "LoRA adapter folder written by `finetune train`"})
     endpoint: str | None = field(default=None, metadata={
