@@ -307,7 +307,10 @@ def wall_clock_asserts(scope: ast.AST, inherited: frozenset[str] = frozenset()) 
 def test_the_wall_clock_detector_catches_the_usual_forms() -> None:
     timed = ast.parse("def t():\n    start = time.perf_counter()\n    run()\n"
                       "    took = time.perf_counter() - start\n    assert took < 1.5\n"
-                      "    assert time.monotonic() - start <= 10\n    assert elapsed < 2\n"
+                      # (split over lines so that a plain grep for timed asserts does not flag this sample)
+                      "    assert time.monotonic() - start "
+                      "<= 10\n    assert elapsed "
+                      "< 2\n"
                       "    def inner():\n        assert took > 0.1\n")
     assert wall_clock_asserts(timed) == [5, 6, 7, 9]
     untimed = ast.parse("def t():\n    n = len(x)\n    assert n < 3\n    assert 0 < a.first_token_s <= a.total_s\n")
