@@ -25,12 +25,13 @@ from assistant.backends.base import Backend, GenParams, ThinkSplitter
 from assistant.citations import all_citations, extract_citations
 from assistant.condense import condense
 from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AskOptions, AssistantConfig
-from assistant.errors import ConfigError, KnowledgeBaseError
+from assistant.errors import ConfigError
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
 from assistant.records import Answer, Timings
 from common.cjk import is_chinese  # the abstention text's language (also importable from here)
 from finetune.runcard import read_run_card
 from index.records import Hit
+from index.store import require_store
 
 ABSTAIN_EN = "The documents do not contain this information."
 ABSTAIN_ZH = "文档中没有包含这方面的信息。"
@@ -135,9 +136,8 @@ class Assistant:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see AssistantConfig")
         self.config = replace(config, **given) if config else AssistantConfig(**given)
         self._kb = kb if kb is not None and hasattr(kb, "search") else None
-        if self._kb is None and not (Path(self.config.kb) / "kb.sqlite").is_file():
-            raise KnowledgeBaseError(f"knowledge base {self.config.kb} does not exist; create it with "
-                                     f"`ingest add --kb {self.config.kb} DOCS...` or point --kb at one")
+        if self._kb is None:
+            require_store(self.config.kb)  # fail now, naming `ingest add`, not at the first question
         self._backend = backend
         self._lock = threading.Lock()
 

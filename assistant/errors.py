@@ -22,9 +22,5 @@ class BackendError(AssistantError):
     """The generation backend failed (e.g. the OpenAI-compatible endpoint answered an error)."""
 
 
-class KnowledgeBaseError(AssistantError):
-    """The knowledge base could not be opened or searched."""
-
-
 class TrainingDataError(AssistantError):
     """``finetune data from-kb`` could not build any training record (every cause is listed)."""

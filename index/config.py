@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.chunk import MAX_TOKENS, OVERLAP
+
 DEFAULT_KB = "kb"
 KB_ENV = "QDA_KB"  # environment variable naming the knowledge-base folder
 DEFAULT_EMBEDDER = "multilingual-e5-small"
@@ -29,11 +31,11 @@ class IndexConfig:
     embedder: str | None = field(default=None, metadata={
         "help": f"sentence-transformers id or path (none: the one the KB was built with; new KBs: {DEFAULT_EMBEDDER})"})
     # Chunk size in embedder tokens (prefix and special tokens included) and the tokens shared
-    # by consecutive chunks; None: what the knowledge base was built with (new: 500 / 50).
+    # by consecutive chunks; None: what the knowledge base was built with (new: MAX_TOKENS / OVERLAP).
     max_tokens: int | None = field(default=None, metadata={
-        "help": "chunk size in embedder tokens (none: what the KB was built with; new KB: 500)"})
+        "help": f"chunk size in embedder tokens (none: what the KB was built with; new KB: {MAX_TOKENS})"})
     overlap: int | None = field(default=None, metadata={
-        "help": "tokens shared by neighbouring chunks (none: what the KB was built with; new KB: 50)"})
+        "help": f"tokens shared by neighbouring chunks (none: what the KB was built with; new KB: {OVERLAP})"})
     mode: str = field(default="hybrid", metadata={"help": f"retrieval: {' | '.join(MODES)}"})
     k: int = field(default=5, metadata={"help": "chunks returned per query"})
     reranker: str | None = field(default=None, metadata={"help": "cross-encoder id or path (none: no reranking)"})
@@ -45,8 +47,8 @@ class IndexConfig:
         problems = []
         if self.max_tokens is not None and self.max_tokens < 16:
             problems.append(f"max_tokens={self.max_tokens} is too small (need >= 16)")
-        if self.overlap is not None and not 0 <= self.overlap < (self.max_tokens or 500):
-            problems.append(f"overlap={self.overlap} must be >= 0 and < max_tokens={self.max_tokens or 500}")
+        if self.overlap is not None and not 0 <= self.overlap < (self.max_tokens or MAX_TOKENS):
+            problems.append(f"overlap={self.overlap} must be >= 0 and < max_tokens={self.max_tokens or MAX_TOKENS}")
         if self.mode not in MODES:
             problems.append(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
         if self.k < 1:

@@ -26,6 +26,10 @@ class SchemaMismatch(IndexError_):
     """The knowledge base was written by an incompatible version of this tool."""
 
 
+class NoKnowledgeBase(IndexError_, FileNotFoundError):
+    """A command that reads a knowledge base was pointed at a folder that holds none."""
+
+
 class DocumentNotFound(IndexError_):
     """`rm DOC` named nothing in the knowledge base, or more than one document."""
 

@@ -23,7 +23,8 @@ from index.naming import find_document
 from index.pipeline import add_files, add_loaded, removed_under
 from index.records import Hit
 from index.report import AddReport
-from index.store import SCHEMA_VERSION, DocInfo, Store
+from index.store import SCHEMA_VERSION, DocInfo, Store, store_path
+from ingest.chunk import MAX_TOKENS, OVERLAP
 
 CANDIDATES = 100  # chunks each retriever contributes before fusion (or k, when larger)
 
@@ -53,7 +54,7 @@ class KnowledgeBase:
         config = replace(config or IndexConfig(), kb=Path(path), **fields)  # type: ignore[arg-type]
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        store = Store(path / "kb.sqlite")
+        store = Store(store_path(path))
         meta = store.meta()
         emb = _resolve_embedder(embedder if embedder is not None else config.embedder,
                                 meta.get("embedder_name"))
@@ -62,8 +63,8 @@ class KnowledgeBase:
         if config.max_tokens and config.max_tokens > emb.max_tokens:
             raise ValueError(f"max_tokens={config.max_tokens} exceeds what {emb.name} reads "
                              f"({emb.max_tokens} tokens); use --max-tokens {emb.max_tokens} or less")
-        max_tokens = config.max_tokens or int(meta.get("max_tokens", min(500, emb.max_tokens)))
-        overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", 50))
+        max_tokens = config.max_tokens or int(meta.get("max_tokens", min(MAX_TOKENS, emb.max_tokens)))
+        overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=max_tokens, overlap=overlap)
         _check_meta(path, meta, emb, config)
         if not meta:
@@ -140,7 +141,7 @@ class KnowledgeBase:
             new.close()
             self.close()
             (root / "derived.json").unlink(missing_ok=True)
-            os.replace(tmp / "kb.sqlite", root / "kb.sqlite")
+            os.replace(store_path(tmp), store_path(root))
             os.replace(tmp / "faiss.index", root / "faiss.index")
             shutil.rmtree(root / "bm25", ignore_errors=True)
             os.replace(tmp / "bm25", root / "bm25")

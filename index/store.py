@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from index.errors import NoKnowledgeBase
 from index.records import Hit
 from ingest.records import Chunk, Document, Page
 
@@ -55,6 +56,30 @@ CREATE TABLE IF NOT EXISTS chunks (
     vector BLOB NOT NULL);             -- float32, L2-normalised
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_sha256);
 """
+
+
+STORE_FILE = "kb.sqlite"  # the knowledge base's truth; everything else in the folder is derived from it
+
+
+def store_path(kb_dir: str | Path) -> Path:
+    """Where the knowledge base in ``kb_dir`` keeps its store (it may not exist yet)."""
+    return Path(kb_dir) / STORE_FILE
+
+
+def require_store(kb_dir: str | Path) -> Path:
+    """The store of the existing knowledge base in ``kb_dir``, for readers that must not create one.
+
+    Raises :class:`index.errors.NoKnowledgeBase` (naming ``ingest add``) when there is none.
+
+    >>> require_store("/no/kb")
+    Traceback (most recent call last):
+    ...
+    index.errors.NoKnowledgeBase: no knowledge base at /no/kb; create one with `ingest add FILES --kb /no/kb`
+    """
+    path = store_path(kb_dir)
+    if not path.is_file():
+        raise NoKnowledgeBase(f"no knowledge base at {kb_dir}; create one with `ingest add FILES --kb {kb_dir}`")
+    return path
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from ingest.records import Chunk, Page
 
 MIN_ROOM = 8  # tokens of text a chunk must be able to hold beyond the embedder's fixed tokens
 _CLOSERS = "\"'”’」』）》〉】)\\]"
+MAX_TOKENS = 500  # a chunk's embedder tokens (prefix and special tokens included), ~ one page
+OVERLAP = 50  # embedder tokens shared by consecutive chunks (whole sentences)
 _ZH_END = re.compile(f"[。！？；]+[{_CLOSERS}]*|(?<=[{cjk.SPACELESS}])[!?;]+[{_CLOSERS}]*")
 _EN_END = re.compile(f"[.!?]+[{_CLOSERS}]*(?=\\s)")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
@@ -180,7 +182,7 @@ def _pack(text: str, pieces: list[_Piece], max_tokens: int, overlap: int, fixed:
     return groups
 
 
-def chunk_pages(pages: Sequence[Page], *, doc_sha256: str, max_tokens: int = 500, overlap: int = 50,
+def chunk_pages(pages: Sequence[Page], *, doc_sha256: str, max_tokens: int = MAX_TOKENS, overlap: int = OVERLAP,
                 count_tokens: Callable[[str], int]) -> list[Chunk]:
     """Cut pages into chunks with ``count_tokens(chunk.text) <= max_tokens`` for every chunk.
 

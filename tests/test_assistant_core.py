@@ -10,8 +10,9 @@ import pytest
 
 from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant, normalise_history
 from assistant.config import AskOptions
-from assistant.errors import ConfigError, KnowledgeBaseError
+from assistant.errors import ConfigError
 from assistant.prompt import format_source
+from index.errors import NoKnowledgeBase
 
 from fixtures_assistant import SpyBackend
 
@@ -156,7 +157,7 @@ def test_bad_input_is_reported_up_front(kb: RecordingKB, tmp_path: Path) -> None
         AskOptions(use_adapter="no")
     with pytest.raises(ConfigError, match=r"history\[0\]"):
         normalise_history([{"role": "tool", "content": "x"}])
-    with pytest.raises(KnowledgeBaseError, match="ingest add"):
+    with pytest.raises(NoKnowledgeBase, match="ingest add"):
         Assistant(kb=tmp_path / "missing")
     parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "system", "content": "s"}]
     assert normalise_history(parts) == [{"role": "user", "content": "hi"}]

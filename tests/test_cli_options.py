@@ -148,7 +148,7 @@ def test_flags_left_out_keep_the_dataclass_defaults(tmp_path: Path, monkeypatch:
     runner.invoke(ingest_cli.app, ["add", "x.txt", "--kb", str(kb), "--no-ocr", "--overlap", "20"])
     assert seen.pop() == (IndexConfig(kb=kb, ocr=False, overlap=20),)
 
-    monkeypatch.setattr(index_cli, "require_kb", lambda kb: None)
+    monkeypatch.setattr(index_cli, "require_store", lambda kb: None)
     monkeypatch.setattr(index_cli, "open_kb", spy(seen))
     runner.invoke(index_cli.app, ["search", "q", "-k", "7"], env={"QDA_KB": str(kb)})
     assert seen.pop() == (IndexConfig(kb=kb, k=7),)

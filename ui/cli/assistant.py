@@ -21,6 +21,7 @@ from assistant.config import AssistantConfig
 from assistant.evaluation.run import EvalConfig
 from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options
 from ui.errors import friendly
+from ui.web.uploads import DEFAULT_MAX_UPLOAD_MB
 
 app = typer.Typer(help="Ask questions about your documents: answers grounded in cited pages.",
                   no_args_is_help=True, add_completion=False)
@@ -176,11 +177,14 @@ def eval_command(*, settings: EvalConfig,
 @assistant_options()
 def ui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
        port: int = typer.Option(7860, help="TCP port"),
-       max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", help="largest file the Documents tab accepts"),
+       max_upload_mb: float = typer.Option(DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb",
+                                           help="largest file the Documents tab accepts"),
        *, config: AssistantConfig) -> None:
     """Open the web UI: chat with cited answers, upload and manage documents."""
+    from index.store import store_path
+
     kb = Path(config.kb)
-    if not (kb / "kb.sqlite").is_file():
+    if not store_path(kb).is_file():
         from index.kb import KnowledgeBase
 
         KnowledgeBase.open(kb, embedder=config.embedder).close()

@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 
 from index.config import IndexConfig
-from ui.cli.kb_common import JsonOpt, open_kb, print_json, require_kb
+from index.store import require_store
+from ui.cli.kb_common import JsonOpt, open_kb, print_json
 from ui.cli.options import K_FLAG, KB_FLAG, config_options
 from ui.errors import friendly
 
@@ -27,7 +28,7 @@ app = typer.Typer(help="Search a knowledge base, evaluate retrieval on BEIR sets
 def search(query: str = typer.Argument(..., help="what to look for (any language)"), *, config: IndexConfig,
            as_json: bool = JsonOpt) -> None:
     """Print the best chunks for QUERY: rank, score, document, page, snippet."""
-    require_kb(config.kb)
+    require_store(config.kb)
     with open_kb(config) as base:
         hits = base.search(query, k=config.k, mode=config.mode)
     if as_json:
@@ -57,7 +58,7 @@ def _snippet(text: str, n: int = 160) -> str:
 @config_options(IndexConfig, include=("kb", "embedder", "max_tokens", "overlap"), flags={"kb": KB_FLAG})
 def reindex(*, config: IndexConfig) -> None:
     """Re-chunk and re-embed every document (after changing the embedder or chunk settings)."""
-    require_kb(config.kb)
+    require_store(config.kb)
     # Opened as built; the new embedder and chunk settings (None: keep) go to reindex.
     base = open_kb(replace(config, embedder=None, max_tokens=None, overlap=None))
     chunking = {k: v for k, v in {"max_tokens": config.max_tokens, "overlap": config.overlap}.items() if v is not None}

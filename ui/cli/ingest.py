@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from index.config import IndexConfig
-from ui.cli.kb_common import JsonOpt, finish, open_kb, print_json, require_kb
+from ui.cli.kb_common import JsonOpt, finish, open_kb, print_json
 from ui.cli.options import KB_FLAG, config_options
 from ui.errors import friendly
 
@@ -51,11 +51,10 @@ def list_(*, config: IndexConfig, as_json: bool = JsonOpt) -> None:
     """List the documents of the knowledge base."""
     from dataclasses import asdict
 
-    from index.store import Store
+    from index.store import Store, require_store
 
     kb = config.kb
-    require_kb(kb)
-    store = Store(kb / "kb.sqlite")
+    store = Store(require_store(kb))
     docs = store.documents()
     store.close()
     if as_json:

@@ -1,11 +1,11 @@
-"""What the ``ingest`` and ``index`` commands share: the "is there a knowledge base" check, opening one,
-printing JSON and batch reports. Their options come from :class:`index.config.IndexConfig` (:mod:`ui.cli.options`).
+"""What the ``ingest`` and ``index`` commands share: opening a knowledge base, printing JSON and batch
+reports. Their options come from :class:`index.config.IndexConfig` (:mod:`ui.cli.options`); the
+"is there a knowledge base" check is :func:`index.store.require_store`.
 """
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,12 +13,6 @@ import typer
 from index.config import IndexConfig
 
 JsonOpt = typer.Option(False, "--json", help="print machine-readable JSON")
-
-
-def require_kb(kb: Path) -> None:
-    """Raise FileNotFoundError (exit status 2) unless ``kb`` holds a knowledge base: for commands that only read."""
-    if not (Path(kb) / "kb.sqlite").exists():
-        raise FileNotFoundError(f"no knowledge base at {kb}; create one with `ingest add FILES --kb {kb}`")
 
 
 def open_kb(config: IndexConfig) -> Any:

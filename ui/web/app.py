@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ui.web.uploads import (
+    DEFAULT_MAX_UPLOAD_MB,
     DOC_COLUMNS,
     REPORT_COLUMNS,
     document_rows,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from assistant.records import Answer, Citation
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_UPLOAD_MB = 100
 SOURCES_TITLE_ITEMS = 3  # sources named in the collapsed block's title
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from index.store import DocInfo
     from ingest.records import Document
 
+DEFAULT_MAX_UPLOAD_MB = 100  # MB: the largest file the Documents tab accepts (`assistant ui --max-upload-mb`)
+
 FILES_DIR = "files"  # inside the knowledge-base folder
 COPY_BLOCK = 1 << 20  # bytes copied at a time
 
