@@ -133,15 +133,16 @@ def _endpoint_problems(c: AssistantConfig) -> list[str]:
     out = []
     if c.endpoint is not None and not re.match(r"https?://\S+$", c.endpoint):
         out.append(f"endpoint={c.endpoint!r} must be an http(s) URL such as http://localhost:8000/v1")
-    if c.adapter is not None:
-        path = Path(c.adapter).expanduser()
-        if c.endpoint:
-            out.append("adapter only applies to a local model: load the adapter in the server behind "
-                       f"--endpoint instead (or drop --endpoint {c.endpoint})")
-        elif not (path / "adapter_config.json").is_file():
-            out.append(f"adapter={c.adapter!r} is not a PEFT adapter folder (no adapter_config.json "
-                       "there); give the folder `finetune train` wrote")
-    return out
+    from finetune.loading import local_adapter_problem, local_model_problem  # path checks: nothing loads
+
+    if c.adapter is not None and c.endpoint:
+        out.append("adapter only applies to a local model: load the adapter in the server behind "
+                   f"--endpoint instead (or drop --endpoint {c.endpoint})")
+    elif c.adapter is not None:
+        out.append(local_adapter_problem(c.adapter) or "")
+    if not c.endpoint and not c.retrieval_only and isinstance(c.model, str) and c.model.strip():
+        out.append(local_model_problem(c.model) or "")
+    return [problem for problem in out if problem]
 
 
 @dataclass(frozen=True)

@@ -133,18 +133,18 @@ def main(argv: list[str] | None = None) -> int:
 def answer_examples(console: object, kb: object, args: argparse.Namespace) -> None:
     """Generated, cited answers to the examples; the model-load message when it cannot load."""
     from assistant.answer import Assistant
-    from finetune.train_errors import ModelLoadError
+    from assistant.errors import ConfigError
+    from finetune.errors import FinetuneError  # the model or adapter does not load (ModelLoadError), no GPU, ...
 
-    assistant = Assistant(kb=kb, model=args.model, adapter=args.adapter, k=args.k,
-                          max_new_tokens=256)
     try:
+        assistant = Assistant(kb=kb, model=args.model, adapter=args.adapter, k=args.k, max_new_tokens=256)
         for ex in EXAMPLES:
             with console.status(f"answering: {ex.question}"):
                 answer = assistant.ask(ex.question)
             console.print(f"[bold]Q:[/] {ex.question}\n[bold]A:[/] {answer.text}")
             for c in answer.citations:
                 console.print(f"   [{c.number}] {c.title}, page {c.page}")
-    except ModelLoadError as e:
+    except (ConfigError, FinetuneError) as e:
         console.print(f"[yellow]{e}[/]\n(the cited passages above are what --retrieval-only returns)")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.template import ensure_chat_template
-from finetune.train_errors import DeviceError, MissingDependency, ModelLoadError
+from finetune.train_errors import DeviceError, MissingDependency, ModelLoadError, ModelNotFound
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _TRUE = ("1", "true", "yes", "on")  # how huggingface_hub spells a set boolean variable
@@ -67,23 +67,43 @@ def model_source(spec: str) -> tuple[str, dict[str, Any]]:
     >>> model_source("./no-such-model")
     Traceback (most recent call last):
     ...
-    finetune.train_errors.ModelLoadError: --model ./no-such-model: no such folder
+    finetune.train_errors.ModelNotFound: --model ./no-such-model: no such folder
     """
+    problem = local_model_problem(spec)
+    if problem:
+        raise ModelNotFound(problem)
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise ModelLoadError(f"--model {spec}: no such .gguf file")
         if importlib.util.find_spec("gguf") is None:
             raise MissingDependency("gguf", f"--model {spec} (a .gguf file)")
         return str(path.parent), {"gguf_file": path.name}
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"--model {spec}: the folder has no config.json, so it is not a Hugging Face "
-                                 "model folder; point --model at the folder holding config.json and the weights")
         return str(path), {}
-    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
-        raise ModelLoadError(f"--model {spec}: no such folder")
     return spec, ({"local_files_only": True} if hub_unreachable(spec) else {})
+
+
+def local_model_problem(spec: str) -> str | None:
+    """What is wrong with ``spec`` as a local model path (None: a usable path, or a hub id).
+
+    Checks the path alone (nothing is loaded, the hub is not asked), so a command can refuse a
+    mistyped ``--model`` before it does any other work.
+
+    >>> local_model_problem("Qwen/Qwen3-0.6B") is None, local_model_problem("./missing.gguf")
+    (True, '--model ./missing.gguf: no such .gguf file')
+    """
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        return None if path.is_file() else f"--model {spec}: no such .gguf file"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return (f"--model {spec}: the folder has no config.json, so it is not a Hugging Face model folder; "
+                    "point --model at the folder holding config.json and the weights")
+        return None
+    if path.exists():
+        return f"--model {spec}: a file, not a model folder; point --model at the folder holding config.json"
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        return f"--model {spec}: no such folder"
+    return None
 
 
 def offline_mode() -> bool:
@@ -192,12 +212,24 @@ def load_model(spec: str, *, device: str, precision: str, load_in_4bit: bool = F
     return model.to(device) if place and not load_in_4bit else model
 
 
+def local_adapter_problem(adapter_dir: str | Path) -> str | None:
+    """What is wrong with ``adapter_dir`` as a PEFT adapter folder (None: it holds adapter_config.json).
+
+    >>> local_adapter_problem("./no-such-adapter").split(";")[0]
+    '--adapter ./no-such-adapter: not a PEFT adapter folder (no adapter_config.json)'
+    """
+    if (Path(adapter_dir).expanduser() / "adapter_config.json").is_file():
+        return None
+    return (f"--adapter {adapter_dir}: not a PEFT adapter folder (no adapter_config.json); point it at the "
+            "--output-dir of `finetune train`")
+
+
 def adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
-    """The ``adapter_config.json`` of a PEFT adapter folder; ModelLoadError when it is not one."""
-    path = Path(adapter_dir) / "adapter_config.json"
-    if not path.is_file():
-        raise ModelLoadError(f"--adapter {adapter_dir}: not a PEFT adapter folder (no adapter_config.json); point "
-                             "it at the --output-dir of `finetune train`")
+    """The ``adapter_config.json`` of a PEFT adapter folder; ModelNotFound when it is not one."""
+    problem = local_adapter_problem(adapter_dir)
+    if problem:
+        raise ModelNotFound(problem)
+    path = Path(adapter_dir).expanduser() / "adapter_config.json"
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as err:

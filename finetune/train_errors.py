@@ -21,6 +21,12 @@ class ModelLoadError(FinetuneError):
     """
 
 
+class ModelNotFound(ModelLoadError):
+    """A local model or adapter path names nothing loadable: no such folder or .gguf file, or a folder
+    that is not a model (no config.json) or adapter (no adapter_config.json) folder. Bad input, where
+    a plain :class:`ModelLoadError` is a model that exists but cannot be loaded here and now."""
+
+
 class MissingDependency(FinetuneError):
     """An optional package that the chosen option needs is not installed."""
 

@@ -26,7 +26,8 @@ def test_ask_retrieval_only_json_and_table(assistant_kb: Path) -> None:  # noqa:
 
 
 def test_errors_are_one_friendly_line(assistant_kb: Path, tmp_path: Path) -> None:  # noqa: F811
-    cases = [(["--kb", str(assistant_kb), "--model", str(tmp_path / "nope")], 1, "--retrieval-only"),
+    cases = [(["--kb", str(assistant_kb), "--model", str(tmp_path / "nope")], 2, "no such folder"),
+             (["--kb", str(assistant_kb), "--model", "Qwen/Qwen3-0.6B-not-cached-here"], 1, "--retrieval-only"),
              (["--kb", str(tmp_path / "nokb")], 2, "ingest add"),
              (["--kb", str(assistant_kb), "-k", "0", "--mode", "fuzzy"], 2, "mode='fuzzy'")]
     for extra, code, needle in cases:

@@ -11,6 +11,7 @@ from assistant.answer import Assistant
 from assistant.backends.base import GenParams
 from assistant.backends.local import LocalBackend
 from assistant.config import AskOptions
+from assistant.errors import ConfigError
 from finetune.generation import Decoding, stream_ids
 from finetune.template import CHATML_TEMPLATE, prompt_ids
 from finetune.train_errors import ModelLoadError
@@ -139,12 +140,16 @@ def test_adapter_changes_the_answer(bot: Assistant, assistant_kb: Path, tiny_qwe
 
 
 def test_model_that_cannot_load_fails_fast_with_a_fix(assistant_kb: Path, tmp_path: Path) -> None:  # noqa: F811
-    """Offline (HF_HUB_OFFLINE, set by conftest) a hub id fails from the cache lookup, without hub retries."""
-    for model in (str(tmp_path / "no-such-model"), "Qwen/Qwen3-0.6B-not-cached-here", str(tmp_path / "m.gguf")):
-        bot = Assistant(kb=assistant_kb, model=model)
-        with pytest.raises(ModelLoadError) as err:
-            bot.ask("What is the refund policy?")
-        assert "--model" in str(err.value) and "--retrieval-only" in str(err.value) and model in str(err.value)
+    """A mistyped local path is refused up front (nothing loads); offline (HF_HUB_OFFLINE, set by conftest)
+    a hub id fails from the cache lookup, without hub retries."""
+    for model in (str(tmp_path / "no-such-model"), str(tmp_path / "m.gguf")):
+        with pytest.raises(ConfigError, match="--model") as err:
+            Assistant(kb=assistant_kb, model=model)
+        assert model in str(err.value)
+    model = "Qwen/Qwen3-0.6B-not-cached-here"
+    with pytest.raises(ModelLoadError) as err:
+        Assistant(kb=assistant_kb, model=model).ask("What is the refund policy?")
+    assert "--model" in str(err.value) and "--retrieval-only" in str(err.value) and model in str(err.value)
     assert "HF_HUB_OFFLINE is set" in str(pytest.raises(ModelLoadError, LocalBackend("org/not-cached").tokenizer).value)
 
 

@@ -296,7 +296,7 @@ def test_cli_from_kb_then_check_accepts_the_file(tmp_path: Path, assistant_kb: P
     assert (data["train"] + data["validation"], data["dropped"]) == (5, 0) and data["formats"] == {str(out): "openai"}
     # a knowledge base that does not exist is a bad --kb: exit status 2 (ui.errors)
     result = runner.invoke(app, ["data", "from-kb", str(qa), "--kb", str(tmp_path / "nokb"), "--out", str(out)])
-    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "no knowledge base at" in result.output and "Traceback" not in result.output
 
 
 def test_finetune_help_stays_light(cli_help) -> None:

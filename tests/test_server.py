@@ -241,7 +241,7 @@ def test_errors_map_to_status_codes_by_the_one_table(assistant_kb: Path, tmp_pat
     from assistant.answer import Assistant
     from ui.http import create_app
 
-    bot = Assistant(kb=assistant_kb, model=str(tmp_path / "no-such-model"), condense="off", mode="bm25")
+    bot = Assistant(kb=assistant_kb, model="Qwen/Qwen3-0.6B-not-cached-here", condense="off", mode="bm25")
     client = TestClient(create_app(bot), raise_server_exceptions=False)
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": TARGETS[0][0]}]})
     assert r.status_code == 503 and "--retrieval-only" in r.json()["error"]["message"], r.text

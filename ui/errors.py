@@ -3,11 +3,13 @@
 Exit codes (the same for ``ingest``, ``index``, ``finetune`` and ``assistant``):
 
 - **0**: done;
-- **1**: the work could not be done here and now: a model, tokenizer or adapter does not load, the
-  endpoint failed, no GPU or package for the option chosen, the knowledge base is locked by another
-  writer, nothing was left to train on, or a file of a batch failed (the summary says which);
-- **2**: what was asked is wrong: a bad option value or combination, a missing file or folder, bad
-  training or gold data, an unknown document, an empty query, a knowledge base built another way;
+- **1**: the work could not be done here and now: a model, tokenizer or adapter that exists does not
+  load (not cached offline, weights that do not fit), the endpoint failed, no GPU or package for the
+  option chosen, the knowledge base is locked by another writer, nothing was left to train on, or a
+  file of a batch failed (the summary table says which);
+- **2**: what was asked is wrong: a bad option value or combination, a missing file or folder (a
+  ``--model`` or ``--adapter`` path included), bad training or gold data, an unknown document, an
+  empty query, a knowledge base built another way;
 - **130**: interrupted (Ctrl-C).
 
 Rows are tried in order; the first class that matches wins. The message is the error's own text
@@ -16,9 +18,9 @@ stderr, without a traceback.
 
 >>> exit_code(ValueError("k=0 must be >= 1")), exit_code(KeyboardInterrupt())
 (2, 130)
->>> from finetune.train_errors import ModelLoadError
->>> exit_code(ModelLoadError("cannot load"))
-1
+>>> from finetune.train_errors import ModelLoadError, ModelNotFound
+>>> exit_code(ModelLoadError("not in the cache, hub unreachable")), exit_code(ModelNotFound("no such folder"))
+(1, 2)
 """
 from __future__ import annotations
 
@@ -27,7 +29,14 @@ from typing import Any, Callable
 
 from assistant.errors import AssistantError, BackendError
 from finetune.errors import FinetuneError
-from finetune.train_errors import DeviceError, MissingDependency, ModelLoadError, NoTrainingData, RunError
+from finetune.train_errors import (
+    DeviceError,
+    MissingDependency,
+    ModelLoadError,
+    ModelNotFound,
+    NoTrainingData,
+    RunError,
+)
 from index.errors import IndexError_, KBLocked
 from ingest.errors import IngestError
 
@@ -37,6 +46,7 @@ BAD_INPUT = 2  # what was asked is wrong (click's own usage errors exit 2 too)
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (KeyboardInterrupt, INTERRUPTED),
+    (ModelNotFound, BAD_INPUT),
     (ModelLoadError, FAILED),
     (BackendError, FAILED),
     (DeviceError, FAILED),

@@ -33,8 +33,8 @@ def retrieval_only_hint() -> Iterator[None]:
     try:
         yield
     except ModelLoadError as err:
-        raise ModelLoadError(f"{err}. Or run with --retrieval-only to get the retrieved passages without a "
-                             "model") from err
+        raise type(err)(f"{err}. Or run with --retrieval-only to get the retrieved passages without a "
+                        "model") from err
 
 
 class LocalBackend:
