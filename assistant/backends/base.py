@@ -8,7 +8,7 @@ The two implementations: a local transformers model with an optional PEFT adapte
 >>> from assistant.backends import make_backend
 >>> from assistant.backends.base import GenParams
 >>> from assistant.config import AssistantConfig
->>> backend = make_backend(AssistantConfig(model="path/to/Qwen3-0.6B"))          # loads nothing yet
+>>> backend = make_backend(AssistantConfig(model="Qwen/Qwen3-0.6B"))   # loads nothing yet
 >>> msgs = [{"role": "user", "content": "Hi"}]
 >>> "".join(backend.generate(msgs, GenParams(max_new_tokens=8), stream=True))  # doctest: +SKIP
 'Hello! How can I help you today?'
