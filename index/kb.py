@@ -1,10 +1,18 @@
 """The knowledge base: a folder of documents, chunks and indexes that can be searched.
 
->>> from index import KnowledgeBase                      # doctest: +SKIP
->>> kb = KnowledgeBase.open("kb")                         # doctest: +SKIP
->>> report = kb.add(["docs/"])                            # doctest: +SKIP
->>> for hit in kb.search("退货政策是什么？", k=3):          # doctest: +SKIP
-...     print(hit.title, hit.page, hit.score)
+Files, globs and folders go in with ``add`` (idempotent: the same bytes are embedded once); here
+with the exact hash-seeded test embedder (leave ``embedder`` out for multilingual-e5-small):
+
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "policy.md").write_text("退货政策：购买后三十天内可以退货。", encoding="utf-8")
+>>> with KnowledgeBase.open(folder / "kb", embedder="hash-64") as kb:
+...     first, again = kb.add([str(folder)]), kb.add([str(folder)])
+...     hits = kb.search("退货政策是什么？", k=3)
+>>> first.count("added"), again.count("unchanged")
+(1, 1)
+>>> [(hit.title, hit.page_start) for hit in hits]
+[('policy', 1)]
 """
 from __future__ import annotations
 
