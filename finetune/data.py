@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from finetune import clean
+from finetune.config import THINKING
 from finetune.errors import ConfigError, DataError
 from finetune.formats import RawRecord, convert, iter_records
 from finetune.records import Conversation, Message, Problem
 from finetune.stats import TokenStats, token_stats  # re-exported: the data stage's statistics
-from finetune.validate import BAD_JSON, check_conversation, problem
+from finetune.validate import BAD_JSON, check_conversation, check_thinking, problem
 
 __all__ = ["DataConfig", "DataReport", "TokenStats", "apply_system", "prepare", "prepare_config", "token_stats"]
 MISSING_FILE = "missing file"
@@ -42,6 +43,9 @@ class DataConfig:
     min_chars / max_chars bound the characters of the assistant text (all assistant turns summed,
     after PII masking); token lengths are reported, not filtered, by :func:`finetune.stats.token_stats`.
     ``val_files`` given: they are the validation set and ``val_ratio`` is not used.
+    ``thinking`` is the policy the data will be trained with (``finetune train --thinking``): records
+    whose reasoning blocks would train the wrong thing under it are dropped (see
+    :func:`finetune.validate.check_thinking`).
     """
 
     system: str | None = field(default=None, metadata={"help": "default system prompt for records without one"})
@@ -59,6 +63,8 @@ class DataConfig:
     val_files: tuple[Path, ...] = field(default=(), metadata={
         "help": "validation file (repeatable); replaces the split by --val-ratio"})
     seed: int = field(default=42, metadata={"help": "seed of the train/validation split"})
+    thinking: str = field(default="off", metadata={
+        "help": "thinking policy the data is checked for, as finetune train --thinking: off or keep"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "val_files", tuple(Path(f) for f in self.val_files))
@@ -79,6 +85,8 @@ class DataConfig:
             raise ConfigError(f"val_ratio must be a number in [0, 1), got {self.val_ratio!r}")
         if not _is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if self.thinking not in THINKING:
+            raise ConfigError(f"thinking must be one of {', '.join(THINKING)}; got {self.thinking!r}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ class DataReport:
 def prepare(files: Sequence[Path], *, system: str | None = None, system_override: bool = False,
             strict: bool = False, dedup: bool = True, min_chars: int = 1, max_chars: int | None = None,
             scrub_pii: bool = False, val_ratio: float = 0.1, val_files: Sequence[Path] = (),
-            seed: int = 42) -> DataReport:
+            seed: int = 42, thinking: str = "off") -> DataReport:
     """Read, validate, clean and split training files (see :class:`DataConfig` for the options).
 
     Raises ConfigError for a bad option, DataError when a file is missing (all listed at once) and,
@@ -133,7 +141,7 @@ def prepare(files: Sequence[Path], *, system: str | None = None, system_override
     """
     config = DataConfig(system=system, system_override=system_override, strict=strict, dedup=dedup,
                         min_chars=min_chars, max_chars=max_chars, scrub_pii=scrub_pii, val_ratio=val_ratio,
-                        val_files=tuple(val_files), seed=seed)
+                        val_files=tuple(val_files), seed=seed, thinking=thinking)
     return prepare_config([Path(f) for f in files], config)
 
 
@@ -222,7 +230,7 @@ def _conversations(path: Path, config: DataConfig, seen: Counter[str]) -> Iterat
             yield conv
             continue
         conv = apply_system(conv, config.system, config.system_override)
-        yield check_conversation(conv) or conv
+        yield check_conversation(conv) or check_thinking(conv, config.thinking) or conv
 
 
 def _format_name(seen: Counter[str]) -> str:

@@ -118,13 +118,14 @@ def evaluate_adapter(adapter_dir: str | Path, data_files: Sequence[str | Path], 
 
     card = read_run_card(adapter_dir)
     config = card.get("config", {})
+    thinking = card.get("thinking", "off")
     report = prepare([Path(f) for f in data_files], system=card.get("system"),
-                     system_override=bool(config.get("system_override")), dedup=False, val_ratio=0.0)
+                     system_override=bool(config.get("system_override")), dedup=False, val_ratio=0.0,
+                     thinking=thinking)
     convs = _select([*report.train, *report.validation], max_examples)
     if not convs:
         raise NoTrainingData(f"no usable record in {', '.join(map(str, data_files))}:\n{report.render()}")
     model, tok = load_adapted(adapter_dir, base=base, device=resolve_device(device))
-    thinking = card.get("thinking", "off")
     encoded = encode_all(tok, convs, thinking=thinking, max_length=int(config.get("max_length", 1024)))
     enable = bool(card.get("enable_thinking", False))
     say(f"scoring {len(convs)} records ({len(encoded.examples)} answers) with the base model ...")

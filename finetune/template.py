@@ -11,10 +11,17 @@ Decisions (tested in tests/test_finetune_template.py):
   Qwen3 re-renders earlier assistant turns *without* their ``<think>`` block when it continues a
   conversation, and a single-sequence rendering would train the earlier turns after a prompt that
   inference never produces. The cost is that history tokens are repeated (O(turns^2) tokens).
+* The prompt of every turn is the inference prompt of the policy the run is trained with
+  (``enable_thinking=`` :func:`thinking_for_inference`), over a history whose assistant turns are the
+  answers without their reasoning (what a chat keeps, and what Qwen3's template renders anyway).
 * Thinking ``off``: the prompt ends with the empty ``<think>\\n\\n</think>\\n\\n`` block (as inference
   with ``enable_thinking=False``) which is not trained; reasoning found in an answer is dropped.
-  Thinking ``keep``: an answer with ``<think>...</think>`` gets the thinking-enabled prompt and its
-  reasoning is trained; an answer without one is treated as with ``off``.
+* Thinking ``keep``: every prompt ends with ``<|im_start|>assistant\\n`` (inference with
+  ``enable_thinking=True``) and the think block is trained with the answer: the record's own, or for an
+  answer without one the empty block Qwen3's template writes (``<think>\\n\\n</think>\\n\\n``), which
+  teaches the model to answer without reasoning when thinking is on.
+* Records whose think blocks are malformed (unclosed, stray ``</think>``, misplaced, reasoning only)
+  are dropped before this, by :func:`finetune.validate.check_thinking` in the data stage.
 
 Example:
     >>> from finetune.stats import load_qwen3_tokenizer
@@ -24,6 +31,11 @@ Example:
     >>> ex = encode_conversation(tok, conv, thinking="off", max_length=64)[0][0]
     >>> tok.decode([t for t in ex.labels if t != -100])
     'hello<|im_end|>'
+    >>> ex = encode_conversation(tok, conv, thinking="keep", max_length=64)[0][0]
+    >>> tok.decode(ex.input_ids[: ex.prompt_len]).endswith("<|im_start|>assistant\\n")
+    True
+    >>> tok.decode([t for t in ex.labels if t != -100])
+    '<think>\\n\\n</think>\\n\\nhello<|im_end|>'
 """
 from __future__ import annotations
 
@@ -130,15 +142,18 @@ def _answer_labels(tokenizer: Any, completion: Sequence[int]) -> list[int]:
     return labels[:end] + [IGNORE] * (len(labels) - end)
 
 
-def _turn_messages(conv: Conversation, k: int, thinking: str) -> tuple[list[dict[str, str]], bool]:
-    """Messages up to and including assistant turn at index k, and the enable_thinking flag to use."""
+def _turn_messages(conv: Conversation, k: int, thinking: str) -> list[dict[str, str]]:
+    """Messages up to and including the assistant turn at index k, as they are rendered for training.
+
+    Earlier assistant turns are their answers without reasoning (the inference history); the last
+    keeps its reasoning with thinking "keep" and loses it with "off".
+    """
     msgs = conv.as_dicts()[: k + 1]
-    if thinking == "off":  # no reasoning anywhere: inference history never has any either
-        for m in msgs:
-            if m["role"] == "assistant":
-                m["content"] = split_thinking(m["content"])[1]
-    reasoning, _ = split_thinking(msgs[-1]["content"])
-    return msgs, thinking == "keep" and reasoning is not None
+    last = len(msgs) - 1
+    for i, m in enumerate(msgs):
+        if m["role"] == "assistant" and (i < last or thinking == "off"):
+            m["content"] = split_thinking(m["content"])[1]
+    return msgs
 
 
 def encode_conversation(tokenizer: Any, conv: Conversation, *, thinking: str,
@@ -147,8 +162,9 @@ def encode_conversation(tokenizer: Any, conv: Conversation, *, thinking: str,
     examples: list[Example] = []
     problems: list[Problem] = []
     turns = [k for k, m in enumerate(conv.messages) if m.role == "assistant"]
+    enable = thinking_for_inference(thinking)
     for n, k in enumerate(turns, start=1):
-        msgs, enable = _turn_messages(conv, k, thinking)
+        msgs = _turn_messages(conv, k, thinking)
         prompt = prompt_ids(tokenizer, msgs[:-1], enable_thinking=enable)
         full = _ids(tokenizer, msgs, enable_thinking=enable)
         if full[: len(prompt)] != prompt:

@@ -106,7 +106,8 @@ def _prepare_data(config: TrainConfig) -> Any:
     return prepare([Path(f) for f in config.data], system=config.system, system_override=config.system_override,
                    strict=config.strict, dedup=config.dedup, min_chars=config.min_chars,
                    max_chars=config.max_chars, scrub_pii=config.scrub_pii, val_ratio=config.val_ratio,
-                   val_files=[Path(f) for f in config.val_data], seed=config.seed)
+                   val_files=[Path(f) for f in config.val_data], seed=config.seed,
+                   thinking=config.thinking)
 
 
 def _dataset(encoded: Encoded) -> Any:

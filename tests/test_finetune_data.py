@@ -193,6 +193,72 @@ def test_validation_errors_name_file_and_line(tmp_path: Path, record: dict, reas
     assert [c.source for c in report.train] == [f"{path}:2"] and report.counts_by_reason == {reason: 1}
 
 
+# --- reasoning blocks (<think>...</think>) under each thinking policy ------------------------------
+
+REASONING_RECORDS = [  # (output, reason or None when the record is fine, a phrase of the message)
+    ("<think>\nadd\n</think>\n\n2", None, ""),
+    ("<think></think>2", None, ""),
+    ("2", None, ""),
+    ("<think>\nadd one and one\n</think>\n\n", "reasoning-only answer", "only a <think>...</think> block"),
+    ("<think>add one and one, so 2", "unclosed <think>", "never closes it"),
+    ("add</think>2", "stray </think>", "without a '<think>' before it"),
+    ("<think>a</think>b</think>2", "stray </think>", "without a '<think>' before it"),
+    ("Sure. <think>add</think>2", "misplaced <think>", "not at its start"),
+    ("<think>a</think>b<think>c</think>2", "misplaced <think>", "not at its start"),
+]
+
+
+@pytest.mark.parametrize("thinking", ["off", "keep"])
+def test_reasoning_records_that_train_the_wrong_thing_are_reported(tmp_path: Path, thinking: str) -> None:
+    path = write_jsonl(tmp_path / "r.jsonl", [alpaca(i, output) for i, (output, _, _) in enumerate(REASONING_RECORDS)])
+    report = prepare([path], val_ratio=0, thinking=thinking)
+    bad = [(f"{path}:{n}", reason, needle) for n, (_, reason, needle) in enumerate(REASONING_RECORDS, 1) if reason]
+    assert [(p.source, p.reason) for p in report.problems] == [(src, reason) for src, reason, _ in bad]
+    for problem, (src, _, needle) in zip(report.problems, bad):
+        assert problem.detail.startswith(f"{src}: assistant turn 1 (message 2) ") and needle in problem.detail
+        assert "Fix: " in problem.detail
+    assert "--thinking " + thinking in report.problems[0].detail  # the policy is named
+    assert [c.source for c in report.train] == [f"{path}:{n}" for n in (1, 2, 3)]
+
+
+def test_reasoning_checks_cover_every_assistant_turn_and_strict(tmp_path: Path) -> None:
+    record = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>x</think>"},
+                           {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}
+    path = write_jsonl(tmp_path / "m.jsonl", [alpaca(1), record, alpaca(2, "<think>open")])
+    (first, second) = prepare([path], val_ratio=0, thinking="keep").problems
+    assert (first.source, first.reason) == (f"{path}:2", "reasoning-only answer")
+    assert "assistant turn 1 (message 2)" in first.detail and second.reason == "unclosed <think>"
+    with pytest.raises(DataError) as info:
+        prepare([path], strict=True)
+    assert info.value.problem.source == f"{path}:2" and info.value.problem.reason == "reasoning-only answer"
+
+
+@pytest.mark.parametrize("thinking", ["off", "keep"])
+def test_kept_reasoning_records_encode_with_prompt_parity(tmp_path: Path, tokenizer, thinking: str) -> None:
+    """What the data stage keeps trains after the inference prompt; the misplaced block it drops would not
+    have (with thinking off the chat template renders it as a think block where the prompt has the empty one)."""
+    from finetune.template import TEMPLATE_PARITY, encode_all
+
+    path = write_jsonl(tmp_path / "r.jsonl", [alpaca(i, output) for i, (output, _, _) in enumerate(REASONING_RECORDS)])
+    kept = prepare([path], val_ratio=0, dedup=False, thinking=thinking).train
+    assert len(kept) == 3 and not encode_all(tokenizer, kept, thinking=thinking, max_length=128).problems
+    misplaced = Conversation((Message("user", "q"), Message("assistant", "Sure. <think>add</think>2")), "x:1")
+    if thinking == "off":
+        (problem,) = encode_all(tokenizer, [misplaced], thinking="off", max_length=128).problems
+        assert problem.reason == TEMPLATE_PARITY
+
+
+def test_train_passes_its_thinking_policy_to_the_data_stage(tmp_path: Path) -> None:
+    from finetune.config import TrainConfig
+    from finetune.train import _prepare_data
+
+    path = write_jsonl(tmp_path / "t.jsonl", [alpaca(1), alpaca(2, "<think>only</think>")])
+    for thinking in ("off", "keep"):
+        report = _prepare_data(TrainConfig(data=(str(path),), thinking=thinking, val_ratio=0))
+        (problem,) = report.problems
+        assert problem.reason == "reasoning-only answer" and f"--thinking {thinking}" in problem.detail
+
+
 def test_strict_stops_at_first_problem(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "s.jsonl", [alpaca(1), alpaca(2, output=""), "{bad", {"x": 1}])
     with pytest.raises(DataError) as info:
@@ -247,6 +313,8 @@ def test_config_validation_names_bad_value() -> None:
         DataConfig(min_chars=10, max_chars=5)
     with pytest.raises(ConfigError, match="system must be a non-empty string or None, got ''"):
         DataConfig(system="")
+    with pytest.raises(ConfigError, match="thinking must be one of off, keep; got 'on'"):
+        DataConfig(thinking="on")
     assert DataConfig(val_files=["v.json"]).val_files == (Path("v.json"),)
 
 
@@ -376,3 +444,18 @@ def test_cli_check_text_json_strict_and_missing(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "needs a system prompt" in result.output
     result = runner.invoke(data_app, ["check", str(good), "--max-length", "0"])
     assert result.exit_code == 2 and "--max-length must be a positive number" in result.output
+
+
+def test_cli_check_reports_reasoning_records_under_the_thinking_policy(tmp_path: Path) -> None:
+    runner = CliRunner()
+    path = write_jsonl(tmp_path / "r.jsonl", [alpaca(1), alpaca(2, "<think>x</think>"), alpaca(3, "<think>x")])
+    result = runner.invoke(data_app, ["check", str(path), "--thinking", "keep"])
+    assert result.exit_code == 0, result.output
+    assert f"{path}:2: assistant turn 1 (message 2) is only a <think>...</think> block" in result.output
+    assert "with --thinking keep" in result.output and f"{path}:3: " in result.output
+    assert "reasoning-only answer" in result.output and "unclosed <think>" in result.output
+    result = runner.invoke(data_app, ["check", str(path), "--strict"])
+    assert result.exit_code == 2 and f"{path}:2: " in result.output and "Traceback" not in result.output
+    result = runner.invoke(data_app, ["check", str(path), "--thinking", "on"])
+    assert result.exit_code == 2 and "thinking must be one of off, keep" in result.output
+    assert "--thinking" in runner.invoke(data_app, ["check", "--help"]).output

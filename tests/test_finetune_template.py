@@ -55,6 +55,48 @@ def test_loss_mask_is_exactly_each_answer_and_its_im_end(tok):
         assert ex.input_ids[ex.prompt_len + len(trained) - 1] == im_end
 
 
+SHAPES = {
+    "single": conv(("user", "hi"), ("assistant", "hello")),
+    "single, system": conv(("system", "Be brief."), ("user", "hi"), ("assistant", "hello")),
+    "single, think": conv(("user", "1+1?"), ("assistant", "<think>\nadd\n</think>\n\n2")),
+    "single, system, think": conv(("system", "S"), ("user", "1+1?"), ("assistant", "<think>add</think>2")),
+    "single, empty think": conv(("user", "hi"), ("assistant", "<think>\n\n</think>\n\nhello")),
+    "multi": conv(("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")),
+    "multi, system, mixed": MULTI,
+    "multi, think then none": conv(("user", "a"), ("assistant", "<think>r</think>b"), ("user", "c"),
+                                   ("assistant", "d")),
+    "multi, none then think": conv(("system", "S"), ("user", "a"), ("assistant", "b"), ("user", "c"),
+                                   ("assistant", "<think>\nr\n</think>\n\nd")),
+    "multi, empty think": conv(("user", "a"), ("assistant", "<think></think>b"), ("user", "c"),
+                               ("assistant", "<think>\n\n</think>\n\nd")),
+}
+
+
+@pytest.mark.parametrize("thinking", ["off", "keep"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_training_prompt_is_the_inference_prompt_for_every_policy_and_shape(tok, thinking, shape):
+    """Before each trained assistant turn, training feeds exactly what inference feeds for that history:
+    the visible answers so far (no reasoning) with enable_thinking as the run card will set it."""
+    from finetune.template import thinking_for_inference
+
+    record = SHAPES[shape]
+    examples, problems = encode_conversation(tok, record, thinking=thinking, max_length=512)
+    turns = [k for k, m in enumerate(record.messages) if m.role == "assistant"]
+    assert not problems and [e.turn for e in examples] == list(range(1, len(turns) + 1))
+    visible = [{"role": m.role, "content": split_thinking(m.content)[1] if m.role == "assistant" else m.content}
+               for m in record.messages]
+    enable = thinking_for_inference(thinking)
+    tail = "<|im_start|>assistant\n" + ("" if enable else "<think>\n\n</think>\n\n")
+    for ex, k in zip(examples, turns):
+        expected = inference_ids(tok, visible[:k], enable_thinking=enable)
+        assert list(ex.input_ids[: ex.prompt_len]) == expected
+        assert tok.decode(expected).endswith(tail)
+        # what is trained: the answer, and in keep mode its think block (the record's or an empty one)
+        reasoning, answer = split_thinking(record.messages[k].content)
+        block = "" if thinking == "off" else f"<think>\n{(reasoning or '').strip()}\n</think>\n\n"
+        assert tok.decode(labelled(ex)) == f"{block}{answer}<|im_end|>"
+
+
 def test_parity_thinking_off_every_turn(tok):
     """The prompt trained on is token-for-token the inference prompt (enable_thinking=False), turn by turn."""
     examples, _ = encode_conversation(tok, MULTI, thinking="off", max_length=512)
@@ -73,11 +115,12 @@ def test_parity_thinking_keep_trains_reasoning(tok):
     turns = [k for k, m in enumerate(MULTI.messages) if m.role == "assistant"]
     raw = MULTI.as_dicts()
     for ex, k in zip(examples, turns):
-        has_reasoning = split_thinking(raw[k]["content"])[0] is not None
-        expected = inference_ids(tok, raw[:k], enable_thinking=has_reasoning)
+        expected = inference_ids(tok, raw[:k], enable_thinking=True)  # Qwen3 drops history reasoning itself
         assert list(ex.input_ids[: ex.prompt_len]) == expected
+        assert tok.decode(expected).endswith("<|im_start|>assistant\n")
     assert tok.decode(labelled(examples[0])) == "<think>\n想一想\n</think>\n\n臣妾甄嬛。<|im_end|>"
-    assert tok.decode(labelled(examples[1])) == "It is Monday.<|im_end|>"  # no reasoning: as with "off"
+    # no reasoning: the prompt stays the thinking-enabled one and the empty think block is trained
+    assert tok.decode(labelled(examples[1])) == "<think>\n\n</think>\n\nIt is Monday.<|im_end|>"
     assert tok.decode(labelled(examples[2])) == "<think>\n重复\n</think>\n\n臣妾甄嬛。<|im_end|>"
     # history re-rendered as Qwen3 does at inference: earlier reasoning dropped
     assert "想一想" not in tok.decode(examples[2].input_ids)
@@ -111,6 +154,21 @@ def test_chatml_fallback_for_template_less_tokenizer(tok):
     assert bare.decode(ex.input_ids) == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
                                          "<|im_start|>assistant\nyo<|im_end|>\n")
     assert bare.decode(labelled(ex)) == "yo<|im_end|>"
+
+
+def test_chatml_fallback_keep_history_has_no_reasoning(tok):
+    """A template that does not drop reasoning itself: the history is still the visible answers."""
+    import copy
+
+    bare = copy.deepcopy(tok)
+    bare.chat_template = CHATML_TEMPLATE
+    record = SHAPES["multi, think then none"]
+    examples, problems = encode_conversation(bare, record, thinking="keep", max_length=256)
+    assert not problems
+    visible = [{"role": m.role, "content": split_thinking(m.content)[1]} for m in record.messages]
+    assert list(examples[1].input_ids[: examples[1].prompt_len]) == inference_ids(bare, visible[:3],
+                                                                                   enable_thinking=True)
+    assert bare.decode(labelled(examples[0])) == "<think>r</think>b<|im_end|>"
 
 
 @pytest.mark.integration
