@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from assistant.backends import make_backend
-from assistant.backends.base import Backend, GenParams, ThinkSplitter
-from assistant.citations import all_citations, extract_citations
+from assistant.backends.base import Backend, GenParams, ThinkSplitter, generation_usage
+from assistant.citations import CitationFilter, all_citations, extract_citations
 from assistant.condense import condense
 from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AskOptions, AssistantConfig
 from assistant.errors import ConfigError
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
-from assistant.records import Answer, Timings
+from assistant.records import Answer, Timings, Usage
 from common.cjk import is_chinese  # the abstention text's language (also importable from here)
 from finetune.runcard import read_run_card
 from index.records import Hit
@@ -202,7 +202,7 @@ class Assistant:
         gen_start = call.clock.elapsed()
         pieces = self.backend.generate(messages, self._params(call.cfg, call.use_adapter), stream=stream,
                                        on_first_token=call.clock.first_token)
-        return AnswerStream(self._answers(call, pieces, tuple(sources), gen_start))
+        return AnswerStream(self._answers(call, pieces, tuple(sources), gen_start, messages))
 
     def prompt(self, question: str, history: Sequence[Any] | None = None,
                options: AskOptions | None = None) -> tuple[list[dict], list[Hit]]:
@@ -293,23 +293,29 @@ class Assistant:
                         timings=call.timed())
         return iter([text, answer])
 
-    def _answers(self, call: _Call, pieces: Iterator[str], sources: tuple[Hit, ...],
-                 gen_start: float) -> Iterator[str | Answer]:
-        splitter = ThinkSplitter()
+    def _answers(self, call: _Call, pieces: Iterator[str], sources: tuple[Hit, ...], gen_start: float,
+                 messages: list[dict]) -> Iterator[str | Answer]:
+        """The answer's pieces (reasoning split off, marks naming no source removed), then the Answer."""
+        splitter, marks, raw = ThinkSplitter(), CitationFilter(len(sources)), []
         try:
-            for raw in pieces:
-                out = splitter.feed(raw)
+            for piece in pieces:
+                raw.append(piece)
+                out = marks.feed(splitter.feed(piece))
                 if out:
                     yield out
         finally:  # closed early by the consumer: stop the generation behind it now
             getattr(pieces, "close", lambda: None)()
-        tail = splitter.finish()
+        tail = marks.feed(splitter.finish()) + marks.finish()
         if tail:
             yield tail
-        text = splitter.answer
-        yield Answer(text=text, citations=extract_citations(text, sources), hits=call.hits, sources=sources,
+        timings, citations = call.timed(generation_s=call.clock.elapsed() - gen_start), \
+            extract_citations(marks.text, sources)
+        usage = generation_usage(self.backend, messages, "".join(raw), pieces,
+                                 thinking=self.thinking(call.cfg, call.use_adapter))
+        yield Answer(text=marks.text, citations=citations, hits=call.hits, sources=sources, timings=timings,
                      reasoning=splitter.reasoning, question=call.question, standalone_question=call.standalone,
-                     timings=call.timed(generation_s=call.clock.elapsed() - gen_start))
+                     unknown_citations=marks.unknown, cited_nothing=bool(sources) and not citations,
+                     usage=Usage.of(*usage))
 
 
 class QueryMemo:

@@ -43,6 +43,28 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens of the generation behind one answer, as OpenAI's API reports them.
+
+    Counted with the model's tokenizer (or as the model server reported them); all 0 when no
+    model was called (abstained, retrieval-only). A condensing call for a follow-up is not counted.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # the generated text, reasoning included
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> "Usage":
+        """The counts with their total.
+
+        >>> Usage.of(120, 8)
+        Usage(prompt_tokens=120, completion_tokens=8, total_tokens=128)
+        """
+        return cls(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+
+
+@dataclass(frozen=True)
 class Answer:
     """The answer text, the citations it used, every retrieved hit, and how it was made."""
 
@@ -55,3 +77,6 @@ class Answer:
     question: str = ""
     standalone_question: str = ""  # the question used for retrieval (condensed from history)
     timings: Timings = field(default_factory=Timings)
+    unknown_citations: tuple[int, ...] = ()  # numbers the model cited that name no source: removed from text
+    cited_nothing: bool = False  # True: the model was given sources and cited none of them
+    usage: Usage = field(default_factory=Usage)

@@ -106,10 +106,12 @@ def assistant_kb(tmp_path_factory: pytest.TempPathFactory, assistant_docs: Path)
 class SpyBackend:
     """Exact fake backend: answers from ``reply(messages)``, records every call (thread-safe).
 
-    Tokens are counted as whitespace-separated words plus CJK characters, plus 4 per message.
+    Tokens are counted as whitespace-separated words plus CJK characters, plus 4 per message
+    (``count_text``: without the 4). Streamed, the reply comes word by word, or in the pieces
+    given when ``reply`` is (or returns) a list of strings.
     """
 
-    def __init__(self, reply: Callable[[list[dict]], str] | str = "Thirty days [1].", *,
+    def __init__(self, reply: Callable[[list[dict]], str | list[str]] | str | list[str] = "Thirty days [1].", *,
                  context: int = 4096, rewrite: str | None = None) -> None:
         self.reply = reply if callable(reply) else (lambda messages: reply)
         self.rewrite = rewrite  # answer to condense prompts (None: reply as usual)
@@ -124,6 +126,9 @@ class SpyBackend:
         text = " ".join(m["content"] for m in messages)
         return len(text.split()) + count_han(text) + 4 * len(messages)
 
+    def count_text(self, text: str) -> int:
+        return len(text.split()) + count_han(text)
+
     def generate(self, messages: list[dict], params: object, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]:
         with self._lock:
@@ -132,4 +137,6 @@ class SpyBackend:
         text = self.rewrite if is_condense and self.rewrite is not None else self.reply(messages)
         if on_first_token:
             on_first_token()
+        if isinstance(text, list):
+            return iter(text if stream else ["".join(text)])
         return iter(text.split(" ")[:1] + [" " + w for w in text.split(" ")[1:]] if stream else [text])

@@ -195,3 +195,38 @@ def test_ask_options_name_only_assistant_config_fields() -> None:
     assert names <= {f.name for f in dataclasses.fields(AssistantConfig)}
     base = AssistantConfig(k=5, thinking="auto")
     assert AskOptions(k=2, thinking=False).apply(base) == dataclasses.replace(base, k=2, thinking="off")
+
+
+def test_usage_counts_prompt_and_generated_tokens_with_the_backend(kb: RecordingKB) -> None:
+    reply = "<think>\nThe handbook says two years.\n</think>\n\nTwo years [1]."
+    spy = SpyBackend(reply)
+    bot = Assistant(kb, backend=spy, k=2)
+    for answer in (bot.ask("How long is the warranty on company laptops?", options=AskOptions(thinking="on")),
+                   _streamed(bot, "How long is the warranty on company laptops?")):
+        messages = spy.calls[-1][0]
+        assert answer.usage.prompt_tokens == spy.count_tokens(messages)
+        assert answer.usage.completion_tokens == spy.count_text(reply) == 10  # the reasoning is generated too
+        assert answer.usage.total_tokens == answer.usage.prompt_tokens + 10
+    passages = bot.ask(REFUND_Q, options=AskOptions(retrieval_only=True))
+    declined = Assistant(kb, backend=spy, abstain_threshold=0.99).ask("quantum chromodynamics lattice gauge")
+    for answer in (passages, declined):  # no model was called: nothing to count
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (0, 0, 0)
+
+
+def _streamed(bot: Assistant, question: str) -> Any:
+    stream = bot.stream(question, options=AskOptions(thinking="on"))
+    list(stream)
+    return stream.answer
+
+
+def test_usage_a_model_server_reported_wins_over_the_count(kb: RecordingKB) -> None:
+    from assistant.backends.openai_compat import Generated
+
+    class Server(SpyBackend):
+        def generate(self, messages, params, *, stream=False, on_first_token=None):  # type: ignore[override]
+            out = Generated()  # as OpenAIBackend returns it, with the usage the server reported
+            out.pieces, out.usage = super().generate(messages, params, stream=stream), (321, 12)
+            return out
+
+    answer = Assistant(kb, backend=Server("Two years [1]."), k=2).ask("laptop warranty")
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (321, 12, 333)

@@ -73,6 +73,7 @@ def test_default_system_prompt_is_bilingual_and_asks_for_citations() -> None:
 def test_citation_forms_and_out_of_range_numbers() -> None:
     assert cited_numbers("a [1] b [1, 3] c [2][4] d 【5】 e 【６，1】 f [7-8]", 8) == [1, 3, 2, 4, 5, 6, 7, 8]
     assert cited_numbers("in [2023] and [0] and [9], see [x]", 3) == []
+    assert cited_numbers("见【١】和 [٣, ٢]", 3) == [1, 3, 2]  # Arabic-Indic digits
     hits = [hit(1, page=4), hit(2, page=7)]
     cites = extract_citations("Two years【2】, not one [1][3].", hits)
     assert [(c.number, c.title, c.page, c.path) for c in cites] == [(2, "doc2", 7, "/d/doc2.pdf"),

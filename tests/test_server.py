@@ -77,8 +77,11 @@ def tiny_url(assistant_kb: Path, tiny_qwen3: Path) -> Iterator[str]:
         yield url
 
 
-def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path) -> None:
+def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path, assistant_kb: Path) -> None:
     from openai import OpenAI
+
+    from assistant.answer import Assistant
+    from assistant.config import AskOptions
 
     client = OpenAI(base_url=f"{tiny_url}/v1", api_key="s3cret", max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [tiny_qwen3.name]
@@ -92,6 +95,10 @@ def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path) -> No
     sources = r.model_extra["sources"]
     assert sources[0]["title"] == "refund_policy" and sources[0]["page"] == 1
     assert isinstance(r.model_extra["citations"], list)
+    same = Assistant(kb=assistant_kb, model=str(tiny_qwen3), condense="off", mode="bm25", k=2, device="cpu")
+    prompt, _ = same.prompt(messages[-1]["content"], messages[1:3], AskOptions(system_prompt="Answer briefly."))
+    assert r.usage.prompt_tokens == same.backend.count_tokens(prompt) > 0  # the model's own tokenizer
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
     stream = client.chat.completions.create(model="x", messages=messages, max_tokens=4, stream=True,
                                             extra_body={"k": 1})
@@ -101,8 +108,11 @@ def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path) -> No
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert [s["title"] for s in chunks[-1].model_extra["sources"]] == ["refund_policy"]
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text == client.chat.completions.create(model="x", messages=messages, max_tokens=4,
-                                                  extra_body={"k": 1}).choices[0].message.content
+    plain = client.chat.completions.create(model="x", messages=messages, max_tokens=4, extra_body={"k": 1})
+    assert text == plain.choices[0].message.content
+    with_usage = list(client.chat.completions.create(model="x", messages=messages, max_tokens=4, stream=True,
+                                                     extra_body={"k": 1}, stream_options={"include_usage": True}))
+    assert with_usage[-1].choices == [] and with_usage[-1].usage == plain.usage  # greedy: the same generation
 
 
 def test_sse_wire_format_ends_with_done(spy_url: str) -> None:
@@ -247,3 +257,85 @@ def test_errors_map_to_status_codes_by_the_one_table(assistant_kb: Path, tmp_pat
     assert r.status_code == 503 and "--retrieval-only" in r.json()["error"]["message"], r.text
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "   "}]})
     assert r.status_code == 400, r.text
+
+
+def spy_prompt_tokens(assistant_kb: Path, question: str) -> int:
+    """Prompt tokens of ``question`` at the spy server (its settings, SpyBackend's exact count)."""
+    from assistant.answer import Assistant
+
+    bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(echo_source), condense="off", mode="bm25", k=1)
+    messages, _ = bot.prompt(question)
+    return SpyBackend().count_tokens(messages)
+
+
+def test_usage_plain_and_streamed_with_include_usage(spy_url: str, assistant_kb: Path) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{spy_url}/v1", api_key="unused", max_retries=0, timeout=60)
+    question, title, page = TARGETS[2]
+    messages = [{"role": "user", "content": question}]
+    prompt = spy_prompt_tokens(assistant_kb, question)
+    completion = len(f"It is in {title} page {page} [1].".split())  # SpyBackend counts words
+    r = client.chat.completions.create(model="m", messages=messages)
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == \
+        (prompt, completion, prompt + completion)
+
+    chunks = list(client.chat.completions.create(model="m", messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+    *text_chunks, last = chunks
+    assert last.choices == [] and last.usage == r.usage  # OpenAI's final usage chunk
+    assert all(c.usage is None for c in text_chunks) and text_chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in text_chunks) == r.choices[0].message.content
+    plain_stream = list(client.chat.completions.create(model="m", messages=messages, stream=True))
+    assert all(c.choices and c.usage is None for c in plain_stream)
+
+    passages = client.chat.completions.create(model="m", messages=messages, extra_body={"retrieval_only": True})
+    assert (passages.usage.prompt_tokens, passages.usage.total_tokens) == (0, 0)  # no model was called
+
+
+def test_openai_backend_reports_the_usage_of_the_server_behind_it(spy_url: str, assistant_kb: Path) -> None:
+    """`--endpoint` at an OpenAI-compatible server: the Answer's usage is the one that server reported."""
+    from openai import OpenAI
+
+    from assistant.answer import Assistant
+
+    question = TARGETS[2][0]
+    bot = Assistant(kb=assistant_kb, model="m", endpoint=f"{spy_url}/v1", condense="off", mode="bm25", k=1)
+    messages, _ = bot.prompt(question)
+    direct = OpenAI(base_url=f"{spy_url}/v1", api_key="unused", max_retries=0).chat.completions.create(
+        model="m", messages=messages, max_tokens=bot.config.max_new_tokens, temperature=0).usage
+    answer = bot.ask(question)
+    stream = bot.stream(question)
+    assert "".join(stream) == answer.text == "It is in refund_policy page 1 [1]."
+    for usage in (answer.usage, stream.answer.usage):
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == \
+            (direct.prompt_tokens, direct.completion_tokens, direct.total_tokens)
+    assert answer.usage.prompt_tokens != bot.backend.count_tokens(messages)  # the server's count, not an estimate
+
+
+def test_unknown_citations_and_cited_nothing_in_responses(assistant_kb: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from assistant.answer import Assistant
+    from ui.http import create_app
+
+    replies = iter(["A restocking fee [7]. Refunded in full [1][9].", "A restocking fee [7]. Refunded in full [1][9].",
+                    "No idea, honestly.", "No idea, honestly."])
+    bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(lambda m: next(replies)), condense="off",
+                    mode="bm25", k=2)
+    client = TestClient(create_app(bot))
+    body = {"messages": [{"role": "user", "content": TARGETS[2][0]}]}
+    plain = client.post("/v1/chat/completions", json=body).json()
+    assert plain["choices"][0]["message"]["content"] == "A restocking fee. Refunded in full [1]."
+    assert (plain["unknown_citations"], plain["cited_nothing"]) == ([7, 9], False)
+    lines = [line for line in client.post("/v1/chat/completions", json={**body, "stream": True}).text.splitlines()
+             if line.startswith("data: {")]
+    events = [json.loads(line[6:]) for line in lines]
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == \
+        "A restocking fee. Refunded in full [1]."
+    assert (events[-1]["unknown_citations"], events[-1]["cited_nothing"]) == ([7, 9], False)
+    nothing = client.post("/v1/chat/completions", json=body).json()
+    assert (nothing["unknown_citations"], nothing["cited_nothing"], nothing["citations"]) == ([], True, [])
+    events = [json.loads(line[6:]) for line in client.post("/v1/chat/completions", json={**body, "stream": True})
+              .text.splitlines() if line.startswith("data: {")]
+    assert events[-1]["cited_nothing"] is True

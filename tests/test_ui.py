@@ -112,6 +112,39 @@ def test_retrieval_only_lists_passages_with_sources(assistant_kb: Path) -> None:
     assert final[2]["metadata"]["title"].startswith("Sources: handbook p. 3; ")
 
 
+def test_chat_turn_and_cli_show_removed_marks_and_uncited_answers(assistant_kb: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from assistant.answer import Assistant
+    from ui.cli.assistant import answer_json, print_sources
+    from ui.web.app import ask_history, chat_turn, overrides
+
+    replies = iter([["It is two years [", "1][", "7] at ", "most [9", "]."], "I cannot say."])
+    bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(lambda m: next(replies)), condense="off")
+    settings = overrides(2, "bm25", False, 0.0, False, False)
+    states = list(chat_turn(bot, TARGETS[6][0], [], settings))
+    assert all("7" not in s[-1]["content"] for s in states[:-1])  # never shown, not even while streaming
+    final = states[-1]
+    assert final[1]["content"] == "It is two years [1] at most."
+    assert final[2]["metadata"]["title"] == "⚠️ [7] and [9] named no source and were removed"
+    assert final[3]["metadata"]["title"].startswith("Sources: handbook p. 2")
+    assert ask_history(final) == [{"role": "user", "content": TARGETS[6][0]},
+                                  {"role": "assistant", "content": "It is two years [1] at most."}]
+    uncited = list(chat_turn(bot, TARGETS[6][0], [], settings))[-1]
+    assert uncited[2]["metadata"]["title"] == "⚠️ the answer cites none of its sources: check it against them"
+    assert uncited[3]["metadata"]["title"].startswith("Retrieved (none cited)")
+
+    printed = io.StringIO()
+    replies = iter(["Two years [1][7].", "Maybe."])
+    for expected in ("⚠ [7] named no source and was removed", "⚠ the answer cites none of its sources"):
+        answer = bot.ask(TARGETS[6][0], options=settings)
+        print_sources(answer, Console(file=printed, width=120))
+        assert expected in printed.getvalue()
+    assert '"cited_nothing": true' in answer_json(answer) and '"total_tokens"' in answer_json(answer)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,9 +4,12 @@
 format ending with ``data: [DONE]``) and ``GET /v1/models``. The last user message is the
 question, earlier user/assistant messages are the history, system messages replace the
 system prompt. Citations come back in an extra ``citations`` list on the response (and on
-the last chunk of a stream). Extra request fields ``k``, ``mode``, ``thinking``,
-``retrieval_only`` and ``use_adapter`` are per-request settings (``extra_body`` in the
-``openai`` client).
+the last chunk of a stream), with ``unknown_citations`` (numbers the model cited that name no
+source: removed from the text) and ``cited_nothing`` (sources were given, none was cited).
+``usage`` (the model's tokens, :class:`assistant.records.Usage`) is on every plain response
+and, with ``stream_options: {"include_usage": true}``, in a last chunk with empty ``choices``.
+Extra request fields ``k``, ``mode``, ``thinking``, ``retrieval_only`` and ``use_adapter`` are
+per-request settings (``extra_body`` in the ``openai`` client).
 
 >>> from openai import OpenAI                                        # doctest: +SKIP
 >>> client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")  # doctest: +SKIP
@@ -56,6 +59,12 @@ class Message(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
     """The fields of OpenAI's chat-completion request we honour, plus our retrieval settings."""
 
@@ -64,6 +73,7 @@ class ChatRequest(BaseModel):
     model: str | None = None
     messages: list[Message]
     stream: bool = False
+    stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=32768)
@@ -123,8 +133,14 @@ def sources_json(answer: "Answer") -> list[dict]:
 
 
 def extra_fields(answer: "Answer") -> dict:
-    """Our additions to OpenAI's response: citations, sources, abstained."""
-    return {"citations": citations_json(answer), "sources": sources_json(answer), "abstained": answer.abstained}
+    """Our additions to OpenAI's response: citations, sources, abstained, unknown_citations, cited_nothing."""
+    return {"citations": citations_json(answer), "sources": sources_json(answer), "abstained": answer.abstained,
+            "unknown_citations": list(answer.unknown_citations), "cited_nothing": answer.cited_nothing}
+
+
+def usage_json(answer: "Answer") -> dict:
+    """OpenAI's ``usage``: prompt_tokens, completion_tokens, total_tokens (all 0 when no model was called)."""
+    return asdict(answer.usage)
 
 
 def completion(answer: "Answer", model: str, cid: str, created: int) -> dict:
@@ -133,25 +149,32 @@ def completion(answer: "Answer", model: str, cid: str, created: int) -> dict:
         message["reasoning_content"] = answer.reasoning  # the convention of vLLM/DeepSeek
     return {"id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
-            **extra_fields(answer)}
+            "usage": usage_json(answer), **extra_fields(answer)}
 
 
-def chunk(cid: str, created: int, model: str, delta: dict, finish: str | None = None, **extra: Any) -> str:
+def chunk(cid: str, created: int, model: str, delta: dict | None, finish: str | None = None, **extra: Any) -> str:
+    """One ``data:`` event; ``delta`` None: a chunk with empty ``choices`` (the usage chunk)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
     body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+            "choices": choices, **extra}
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def sse_stream(pieces: "AnswerStream", model: str, cid: str, created: int) -> Iterator[str]:
-    """OpenAI chunks for ``Assistant.stream``'s pieces; the final Answer's citations last."""
-    yield chunk(cid, created, model, {"role": "assistant", "content": ""})
+def sse_stream(pieces: "AnswerStream", model: str, cid: str, created: int,
+               include_usage: bool = False) -> Iterator[str]:
+    """OpenAI chunks for ``Assistant.stream``'s pieces; the final Answer's citations last, then (``include_usage``)
+    a chunk with empty ``choices`` and the usage, the others carrying ``usage: null``, as OpenAI's API does."""
+    nulls: dict[str, Any] = {"usage": None} if include_usage else {}
+    yield chunk(cid, created, model, {"role": "assistant", "content": ""}, **nulls)
     try:
         with pieces:
             for piece in pieces:
-                yield chunk(cid, created, model, {"content": piece})
+                yield chunk(cid, created, model, {"content": piece}, **nulls)
             answer = pieces.answer
         extra = {"reasoning_content": answer.reasoning} if answer.reasoning else {}
-        yield chunk(cid, created, model, extra, "stop", **extra_fields(answer))
+        yield chunk(cid, created, model, extra, "stop", **nulls, **extra_fields(answer))
+        if include_usage:
+            yield chunk(cid, created, model, None, usage=usage_json(answer))
     except Exception as e:  # noqa: BLE001 - headers are sent: the error goes into the stream
         log.exception("generation failed mid-stream")
         yield f"data: {json.dumps(error_body(f'generation failed: {e}', 'server_error'))}\n\n"
@@ -213,7 +236,8 @@ def _complete(assistant: "Assistant", req: ChatRequest, name: str) -> Any:
     options = ask_options(req, system)
     if req.stream:  # retrieval runs here, so its errors are still plain HTTP errors
         pieces = assistant.stream(question, history=history, options=options)
-        return StreamingResponse(sse_stream(pieces, name, cid, created), media_type="text/event-stream",
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(sse_stream(pieces, name, cid, created, include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return completion(assistant.ask(question, history=history, options=options), name, cid, created)
 

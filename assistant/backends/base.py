@@ -33,19 +33,42 @@ class GenParams:
 
 
 class Backend(Protocol):
-    """What the assistant needs from a model: its context length, a token count, generation.
+    """What the assistant needs from a model: its context length, token counts, generation.
 
     ``generate`` yields the raw generated text in pieces (one piece when ``stream`` is False);
     reasoning, when the model thinks, comes inline as ``<think>...</think>``.
-    ``on_first_token`` is called once, when the first new token exists.
+    ``on_first_token`` is called once, when the first new token exists. The iterator it returns
+    may carry ``usage``, ``(prompt_tokens, completion_tokens)`` as a model server reported them
+    (None when it did not), read once the pieces are exhausted: see :func:`generation_usage`.
+    ``count_tokens``: tokens of the prompt the messages render to; ``count_text``: tokens of a
+    generated text alone (no special tokens added), both with the model's tokenizer.
     """
 
     def context_tokens(self) -> int: ...
 
     def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int: ...
 
+    def count_text(self, text: str) -> int: ...
+
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]: ...
+
+
+def generation_usage(backend: Backend, messages: list[dict], generated: str, pieces: object, *,
+                     thinking: bool = False) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) of one generation of ``messages`` that produced ``generated``.
+
+    What the model server reported (``pieces.usage``) when it did; else ``count_tokens(messages)`` and
+    ``count_text(generated)`` (a re-encoding: the end-of-turn token is not counted). A backend without
+    ``count_text`` has the text counted as one message (its framing tokens too).
+    """
+    reported = getattr(pieces, "usage", None)
+    if reported is not None:
+        return reported
+    count_text = getattr(backend, "count_text", None)
+    completion = count_text(generated) if count_text else \
+        backend.count_tokens([{"role": "assistant", "content": generated}])
+    return backend.count_tokens(messages, thinking=thinking), completion
 
 
 class ThinkSplitter:

@@ -101,6 +101,12 @@ class LocalBackend:
     def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int:
         return len(self.prompt_ids(messages, thinking=thinking))
 
+    def count_text(self, text: str) -> int:
+        """Tokens of ``text`` alone (e.g. a generated answer), no special tokens added."""
+        tok = self.tokenizer()
+        with self._tok_lock:
+            return len(tok.encode(text, add_special_tokens=False))
+
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]:
         """Raw generated text (stream: in pieces; closing the iterator stops the generation)."""

@@ -7,7 +7,9 @@
 Thinking on/off is sent as ``chat_template_kwargs={"enable_thinking": ...}`` (vLLM and SGLang
 honour it for Qwen3); a server that rejects the field is asked again without it. Reasoning a
 server returns separately (``reasoning_content``) is put back inline as ``<think>...</think>``
-so the assistant separates it the same way for both backends.
+so the assistant separates it the same way for both backends. Token usage is the server's own
+(``usage``; streams ask for it with ``stream_options={"include_usage": true}``, dropped for a
+server that rejects it); a server that reports none is estimated with :meth:`OpenAIBackend.count_text`.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class OpenAIBackend:
         self._counter: Any = None
         self._lock = threading.Lock()
         self._template_kwargs = True  # cleared when the server rejects chat_template_kwargs
+        self._stream_usage = True  # cleared when the server rejects stream_options
 
     def client(self) -> Any:
         with self._lock:
@@ -69,26 +72,35 @@ class OpenAIBackend:
         count = self._count_text()
         return PROMPT_TOKENS + sum(PER_MESSAGE_TOKENS + count(m["content"]) for m in messages)
 
+    def count_text(self, text: str) -> int:
+        """The estimate of :meth:`_count_text` (used when the server reports no usage)."""
+        return self._count_text()(text)
+
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]:
+        """The pieces, as an iterator whose ``usage`` is what the server reported (None: it did not)."""
+        out = Generated()
         if stream:
-            return self._stream(messages, params, on_first_token)
+            out.pieces = self._stream(messages, params, on_first_token, out)
+            return out
         response = self._create(messages, params, stream=False)
         if on_first_token:
             on_first_token()
         message = response.choices[0].message
         reasoning = _reasoning(message)
         text = message.content or ""
-        return iter([f"<think>{reasoning}</think>{text}" if reasoning else text])
+        out.pieces, out.usage = iter([f"<think>{reasoning}</think>{text}" if reasoning else text]), _usage(response)
+        return out
 
     def _stream(self, messages: list[dict], params: GenParams,
-                on_first_token: Callable[[], None] | None) -> Iterator[str]:
+                on_first_token: Callable[[], None] | None, out: "Generated") -> Iterator[str]:
         import openai
 
         response = self._create(messages, params, stream=True)
         thinking, first = False, True
         try:
             for chunk in response:
+                out.usage = _usage(chunk) or out.usage  # the last chunk (empty choices) when include_usage
                 if not chunk.choices:
                     continue
                 delta = chunk.choices[0].delta
@@ -123,11 +135,16 @@ class OpenAIBackend:
             kwargs["top_p"] = params.top_p
         if self._template_kwargs:
             kwargs["extra_body"] = {"chat_template_kwargs": {"enable_thinking": params.thinking}}
+        if stream and self._stream_usage:
+            kwargs["stream_options"] = {"include_usage": True}
         try:
             return self.client().chat.completions.create(**kwargs)
         except openai.BadRequestError as exc:
             if "extra_body" in kwargs and "chat_template_kwargs" in str(exc):
                 self._template_kwargs = False
+                return self._create(messages, params, stream=stream)
+            if "stream_options" in kwargs and "stream_options" in str(exc):
+                self._stream_usage = False
                 return self._create(messages, params, stream=stream)
             raise self._error(exc) from exc
         except openai.APIError as exc:
@@ -143,6 +160,30 @@ class OpenAIBackend:
         hint = " (check --api-key)" if status in (401, 403) else \
             f" (is --model {self.model_name!r} served there?)" if status == 404 else ""
         return BackendError(f"the endpoint {self.endpoint} answered {status or 'an error'}: {exc}{hint}")
+
+
+class Generated:
+    """The text pieces of one generation and ``usage``, (prompt, completion) tokens the server reported."""
+
+    def __init__(self) -> None:
+        self.pieces: Iterator[str] = iter(())
+        self.usage: tuple[int, int] | None = None
+
+    def __iter__(self) -> "Generated":
+        return self
+
+    def __next__(self) -> str:
+        return next(self.pieces)
+
+    def close(self) -> None:
+        getattr(self.pieces, "close", lambda: None)()
+
+
+def _usage(obj: Any) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) of a response's or chunk's ``usage``; None when absent."""
+    usage = getattr(obj, "usage", None)
+    counts = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    return counts if all(isinstance(n, int) for n in counts) else None
 
 
 def _reasoning(obj: Any) -> str:

@@ -45,8 +45,12 @@ def _console(stderr: bool = False) -> Any:
 
 
 def print_sources(answer: Any, console: Any) -> None:
-    """A table of the sources in the prompt: number, document, page(s), score, cited or not."""
+    """A table of the sources in the prompt: number, document, page(s), score, cited or not; then a
+    warning for citation marks that named no source (removed) and for an answer citing none."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from assistant.citations import citation_notes
 
     if answer.abstained:
         console.print("[dim](no passage was relevant enough: the model was not asked)[/]")
@@ -57,6 +61,8 @@ def print_sources(answer: Any, console: Any) -> None:
         pages = str(hit.page_start) if hit.page_end == hit.page_start else f"{hit.page_start}-{hit.page_end}"
         table.add_row(f"[{n}]", hit.title, pages, f"{hit.score:.3f}", "✓" if n in cited else "")
     console.print(table)
+    for note in citation_notes(answer):
+        console.print(f"[yellow]⚠ {escape(note)}[/]")
 
 
 def answer_json(answer: Any) -> str:

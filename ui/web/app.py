@@ -1,7 +1,8 @@
 """The Gradio app: chat with streamed, cited answers; manage the knowledge base's documents.
 
 * **Chat**: answers stream in; under each answer a collapsed "Sources" block lists every cited
-  source (document, page, score, snippet). Settings beside the chat: number of sources,
+  source (document, page, score, snippet); a "⚠️" note says when the model cited numbers that
+  name no source (removed from the text) or cited none of its sources. Settings beside the chat: number of sources,
   retrieval mode, adapter on/off, temperature, thinking on/off, retrieval-only.
 * **Documents**: upload PDFs / text files (type and size checked), ingested with a progress bar
   into the same per-file status table as ``ingest add``; list and delete documents.
@@ -102,12 +103,19 @@ def chat_turn(assistant: "Assistant", message: str, chat: list[dict] | None,
 
 
 def answer_messages(answer: "Answer") -> list[dict]:
-    """The answer as chat messages: reasoning (collapsed), the text, the sources (collapsed)."""
+    """The answer as chat messages: reasoning (collapsed), the text, citation notes, the sources (collapsed).
+
+    A note's title is the note itself (visible while collapsed); titled messages are never history.
+    """
+    from assistant.citations import citation_notes
+
     out = []
     if answer.reasoning:
         out.append({"role": "assistant", "content": answer.reasoning,
                     "metadata": {"title": "Reasoning", "status": "done"}})
     out.append({"role": "assistant", "content": answer.text or "(empty answer)"})
+    out += [{"role": "assistant", "content": md_escape(note[0].upper() + note[1:]) + ".",
+             "metadata": {"title": f"⚠️ {note}", "status": "done"}} for note in citation_notes(answer)]
     sources = sources_message(answer)
     if sources:
         out.append(sources)
