@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 export GRADIO_ANALYTICS_ENABLED=False
-export HF_HUB_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
+# Tests never touch the network; the demo may fetch its model (`make demo DEMO_ARGS=--no-download` does not).
+test test-fast: export HF_HUB_OFFLINE=1
+DEMO_ARGS ?=
 
 .PHONY: install demo lint test test-fast eval bench clean
 
@@ -23,7 +25,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python demo/run_demo.py
+	$(BIN)/python demo/run_demo.py $(DEMO_ARGS)
 
 # Doctests of every package run with the tests; ruff first (fast, and a lint failure says more than a test's).
 PACKAGES := common ingest index finetune assistant ui

@@ -3,10 +3,12 @@
     python demo/run_demo.py                 # knowledge base in ./kb (or $QDA_KB)
     python demo/run_demo.py --kb /tmp/kb -k 5
     python demo/run_demo.py --model ./Qwen3-0.6B --adapter out/qwen3-lora
+    python demo/run_demo.py --no-download   # never contact the Hugging Face hub
 
-Answers come from the default model (Qwen/Qwen3-0.6B) when it can be loaded (a local copy or the
-Hugging Face cache); otherwise the demo says how to point --model at a local folder and stops
-at the cited passages.
+Answers come from the default model (Qwen/Qwen3-0.6B): a local folder given with --model, the copy
+in the Hugging Face cache, or else downloaded into that cache (its size is stated first, then a
+progress bar; about 1.5 GB). Where the hub cannot be reached (or HF_HUB_OFFLINE is set, or with
+--no-download) the demo says why within seconds and stops at the cited passages.
 
 The first run builds the default embedder (multilingual-e5-small, about a minute); later runs
 find every file unchanged, embed nothing and only encode the two questions.
@@ -14,6 +16,7 @@ find every file unchanged, embed nothing and only encode the two questions.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -98,18 +101,35 @@ def passages_table(question: str, hits: list, seconds: float) -> object:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from index.config import default_kb
-    from index.kb import KnowledgeBase
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kb", type=Path, default=default_kb(), help="knowledge-base folder")
-    parser.add_argument("-k", type=int, default=3, help="passages shown per question")
+    parser.add_argument("-k", type=_positive, default=3, help="passages shown per question")
     parser.add_argument("--model", default="Qwen/Qwen3-0.6B", help="hub id or local model folder")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder from `finetune train`")
-    args = parser.parse_args(argv)
+    parser.add_argument("--max-new-tokens", type=_positive, default=256, help="longest answer in tokens")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never contact the Hugging Face hub: answer only with a local or cached model")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.no_download:  # set before huggingface_hub is imported: nothing then asks the hub, the loader neither
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    from rich.console import Console
+
+    from index.kb import KnowledgeBase
+
     console = Console()
     console.rule(f"[bold]1. ingest {DOCS.relative_to(ROOT)} -> {args.kb}")
     start = time.perf_counter()
@@ -126,18 +146,56 @@ def main(argv: list[str] | None = None) -> int:
             hits = retrieve(kb, ex.question, args.k)
             console.print(passages_table(ex.question, hits, time.perf_counter() - start))
         console.rule("[bold]3. answer with citations")
-        answer_examples(console, kb, args)
+        model = choose_model(console, args)
+        if model is not None:
+            answer_examples(console, kb, args, model)
     return 0 if report.ok else 1
 
 
-def answer_examples(console: object, kb: object, args: argparse.Namespace) -> None:
-    """Generated, cited answers to the examples; the model-load message when it cannot load."""
+NO_MODEL = "(the cited passages above are what --retrieval-only returns)"
+
+
+def choose_model(console: object, args: argparse.Namespace) -> str | None:
+    """The model to answer with: ``--model`` when it is a local path (or a mistyped one), else the hub id's
+    copy in the Hugging Face cache, else with --no-download the hub id as given (the loader then says how
+    to get the model here), else that copy downloaded now (size stated first, then progress bars).
+
+    None, having said why, when the download cannot be done (offline mode, hub unreachable: in seconds).
+    """
+    from huggingface_hub import constants
+
+    from finetune.download import cached_model, download_model, plan_download
+    from finetune.loading import local_model_problem
+    from finetune.train_errors import ModelLoadError
+
+    local = Path(args.model).expanduser().exists() or local_model_problem(args.model) is not None
+    if local:  # a mistyped path too: the assistant's loader says what is wrong
+        return args.model
+    cached = cached_model(args.model)  # reads the cache only
+    if cached is not None:
+        return str(cached)
+    if args.no_download:  # the loader then says how to get the model onto this machine
+        console.print(f"--no-download: {args.model} is not in the Hugging Face cache and the hub is not asked")
+        return args.model
+    try:
+        with console.status(f"asking the Hugging Face hub about {args.model}..."):
+            plan = plan_download(args.model)
+        console.print(f"{args.model} is not in the Hugging Face cache: downloading it ({plan.size_text}) into "
+                      f"{constants.HF_HUB_CACHE}; Ctrl-C stops it (the next run resumes), --no-download skips it")
+        return str(download_model(args.model, plan=plan))
+    except ModelLoadError as e:
+        console.print(f"[yellow]No model, so no generated answers: {e}[/]\n{NO_MODEL}")
+        return None
+
+
+def answer_examples(console: object, kb: object, args: argparse.Namespace, model: str) -> None:
+    """Generated, cited answers to the examples with ``model``; the model-load message when it cannot load."""
     from assistant.answer import Assistant
     from assistant.errors import ConfigError
     from finetune.errors import FinetuneError  # the model or adapter does not load (ModelLoadError), no GPU, ...
 
     try:
-        assistant = Assistant(kb=kb, model=args.model, adapter=args.adapter, k=args.k, max_new_tokens=256)
+        assistant = Assistant(kb=kb, model=model, adapter=args.adapter, k=args.k, max_new_tokens=args.max_new_tokens)
         for ex in EXAMPLES:
             with console.status(f"answering: {ex.question}"):
                 answer = assistant.ask(ex.question)
@@ -145,8 +203,7 @@ def answer_examples(console: object, kb: object, args: argparse.Namespace) -> No
             for c in answer.citations:
                 console.print(f"   [{c.number}] {c.title}, page {c.page}")
     except (ConfigError, FinetuneError) as e:
-        console.print(f"[yellow]{e}[/]\n(the cited passages above are what --retrieval-only returns)")
-
+        console.print(f"[yellow]{e}[/]\n{NO_MODEL}")
 
 
 if __name__ == "__main__":

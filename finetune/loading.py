@@ -133,15 +133,24 @@ def hub_unreachable(repo_id: str) -> bool:
     return False
 
 
+def get_elsewhere(repo_id: str) -> str:
+    """The fix for a hub model that cannot be had here: fetch it on another machine, pass its folder.
+
+    >>> print(get_elsewhere("Qwen/Qwen3-0.6B").replace(", ", ",\\n"))
+    on a machine with internet run `hf download Qwen/Qwen3-0.6B --local-dir ./Qwen3-0.6B`,
+    copy that folder here and pass --model ./Qwen3-0.6B
+    """
+    name = repo_id.split("/")[-1]
+    return (f"on a machine with internet run `hf download {repo_id} --local-dir ./{name}`, copy that folder here "
+            f"and pass --model ./{name}")
+
+
 def _load_error(spec: str, what: str, err: Exception, extra: dict[str, Any]) -> ModelLoadError:
     """The ModelLoadError of ``spec``'s ``what`` (tokenizer, config, weights) failing with ``err``."""
     if extra.get("local_files_only") and isinstance(err, OSError):
         why = "HF_HUB_OFFLINE is set" if offline_mode() else "the hub cannot be reached"
-        name = spec.split("/")[-1]
-        return ModelLoadError(
-            f"cannot load the model {spec!r}: it is not in the local Hugging Face cache and {why}. On a machine "
-            f"with internet run `hf download {spec} --local-dir ./{name}`, copy that folder here and pass "
-            f"--model ./{name} (a local folder with config.json, weights and tokenizer files)")
+        return ModelLoadError(f"cannot load the model {spec!r}: it is not in the local Hugging Face cache and {why}; "
+                              f"{get_elsewhere(spec)} (a local folder with config.json, weights and tokenizer files)")
     return ModelLoadError(f"--model {spec}: cannot load its {what} ({type(err).__name__}: {err})")
 
 
@@ -282,3 +291,4 @@ def load_base(spec: str, *, device: str = "cpu", precision: str = "fp32",
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+

@@ -45,3 +45,9 @@ class RunError(FinetuneError):
 
 class NoTrainingData(FinetuneError):
     """No example is left to train on after validation, cleaning and tokenization."""
+
+
+class ModelDownloadError(ModelLoadError):
+    """A model could not be fetched from the Hugging Face hub: offline mode is set, the hub cannot be
+    reached, the hub has no such (public) model, or the transfer failed. The message says which and how
+    to get the model another way (``hf download`` elsewhere, then ``--model ./folder``)."""
