@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from assistant.abstain import Gate, QueryMemo, top_cosine  # noqa: F401 - QueryMemo, top_cosine importable here
 from assistant.backends import make_backend
 from assistant.backends.base import Backend, GenParams, ThinkSplitter, generation_usage
 from assistant.citations import CitationFilter, all_citations, extract_citations
 from assistant.condense import condense
-from assistant.config import MARGIN_TOKENS, NEVER_ABSTAIN, AskOptions, AssistantConfig
+from assistant.config import MARGIN_TOKENS, AskOptions, AssistantConfig
 from assistant.errors import ConfigError
 from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
 from assistant.records import Answer, Timings, Usage
@@ -139,6 +139,7 @@ class Assistant:
         if self._kb is None:
             require_store(self.config.kb)  # fail now, naming `ingest add`, not at the first question
         self._backend = backend
+        self._gate: Gate | None = None
         self._lock = threading.Lock()
 
     # -- lazily opened parts ------------------------------------------------------------
@@ -152,6 +153,15 @@ class Assistant:
                 kb.embedder = QueryMemo(kb.embedder)  # the abstain check re-encodes the query
                 self._kb = kb
         return self._kb
+
+    @property
+    def gate(self) -> Gate:
+        """The decline decision for this knowledge base (:mod:`assistant.abstain`)."""
+        kb = self.kb
+        with self._lock:
+            if self._gate is None:
+                self._gate = Gate(kb)
+        return self._gate
 
     @property
     def backend(self) -> Backend:
@@ -193,8 +203,9 @@ class Assistant:
              stream: bool) -> "AnswerStream":
         call = self._start(question, history, options)
         self._retrieve(call)
-        if self._abstains(call):
-            return AnswerStream(self._fixed(call, abstain_message(question), abstained=True))
+        reason = self._abstains(call)
+        if reason:
+            return AnswerStream(self._fixed(call, abstain_message(question), abstained=True, reason=reason))
         if call.cfg.retrieval_only:
             text = "\n\n".join(format_source(i, h) for i, h in enumerate(call.hits, 1))
             return AnswerStream(self._fixed(call, text, abstained=False, sources=call.hits))
@@ -245,16 +256,14 @@ class Assistant:
         params = GenParams(max_new_tokens=CONDENSE_TOKENS, temperature=0.0, thinking=False, use_adapter=False)
         return "".join(self.backend.generate(messages, params))
 
-    def _abstains(self, call: _Call) -> bool:
-        threshold = call.cfg.threshold_for(getattr(self.kb.embedder, "name", ""))
-        if not call.hits:
-            return True
-        if threshold <= NEVER_ABSTAIN:
-            return False
+    def _abstains(self, call: _Call) -> str:
+        """Why the question is declined ("" to answer it); the time it takes counts as retrieval."""
         start = call.clock.elapsed()
-        best = top_cosine(self.kb, call.standalone, call.cfg.mode, call.hits)
+        embedder = getattr(self.kb.embedder, "name", "")
+        reason = self.gate.reason(call.standalone, call.hits, call.cfg.mode, call.cfg.abstain_threshold,
+                                  call.cfg.threshold_for(embedder))
         call.timings["retrieval_s"] += call.clock.elapsed() - start
-        return best < threshold
+        return reason
 
     def _prompt(self, call: _Call) -> tuple[list[dict], list[Hit]]:
         start = call.clock.elapsed()
@@ -285,12 +294,12 @@ class Assistant:
         return GenParams(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature),
                          top_p=float(cfg.top_p), thinking=self.thinking(cfg, use_adapter), use_adapter=use_adapter)
 
-    def _fixed(self, call: _Call, text: str, *, abstained: bool,
+    def _fixed(self, call: _Call, text: str, *, abstained: bool, reason: str = "",
                sources: tuple[Hit, ...] = ()) -> Iterator[str | Answer]:
         call.clock.first_token()
         answer = Answer(text=text, citations=all_citations(sources), hits=call.hits, sources=sources,
-                        abstained=abstained, question=call.question, standalone_question=call.standalone,
-                        timings=call.timed())
+                        abstained=abstained, abstain_reason=reason, question=call.question,
+                        standalone_question=call.standalone, timings=call.timed())
         return iter([text, answer])
 
     def _answers(self, call: _Call, pieces: Iterator[str], sources: tuple[Hit, ...], gen_start: float,
@@ -316,43 +325,6 @@ class Assistant:
                      reasoning=splitter.reasoning, question=call.question, standalone_question=call.standalone,
                      unknown_citations=marks.unknown, cited_nothing=bool(sources) and not citations,
                      usage=Usage.of(*usage))
-
-
-class QueryMemo:
-    """An embedder that remembers its last query vectors (everything else passes through).
-
-    In hybrid mode the abstain check runs a second, dense search for the same query; without
-    this the query is embedded twice (e5 on CPU: ~15 ms idle, seconds on a busy machine).
-    """
-
-    SIZE = 64  # queries remembered
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self._memo: OrderedDict[str, Any] = OrderedDict()
-        self._memo_lock = threading.Lock()
-
-    def encode_queries(self, texts: Sequence[str]) -> Any:
-        if len(texts) != 1:
-            return self.inner.encode_queries(texts)
-        with self._memo_lock:
-            vec = self._memo.get(texts[0])
-            if vec is not None:
-                self._memo.move_to_end(texts[0])
-                return vec
-        vec = self.inner.encode_queries(texts)
-        vec.setflags(write=False)  # shared between calls
-        with self._memo_lock:
-            self._memo[texts[0]] = vec
-            while len(self._memo) > self.SIZE:
-                self._memo.popitem(last=False)
-        return vec
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def __repr__(self) -> str:
-        return f"QueryMemo({self.inner!r})"
 
 
 class AnswerStream:
@@ -391,16 +363,3 @@ class AnswerStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def top_cosine(kb: Any, query: str, mode: str, hits: Sequence[Hit]) -> float:
-    """The dense cosine of the best chunk for ``query`` (what the abstain threshold is compared to)."""
-    if getattr(getattr(kb, "config", None), "reranker", None):  # scores are the reranker's: recompute
-        import numpy as np
-
-        q = kb.embedder.encode_queries([query])[0]
-        return float(np.max(kb.embedder.encode_passages([h.text for h in hits[:3]]) @ q))
-    if mode == "dense":
-        return hits[0].score
-    best = kb.search(query, k=1, mode="dense")
-    return best[0].score if best else -1.0

@@ -25,12 +25,12 @@ THINKING = ("auto", "off", "on")
 CONDENSE = ("llm", "heuristic", "off")
 MARGIN_TOKENS = 32  # head-room below the context length for template/tokenizer differences
 
-# Abstain when the dense cosine of the best chunk is below this, per embedder. Measured by
-# bench/abstain_calibration.py (zh_rgb, scifact and a zh medical corpus; each corpus's own
-# questions vs the other corpora's and everyday off-topic ones): at 0.82 e5-small refuses 0-2 %
-# of answerable questions per corpus (0.5 % overall) and 40-90 % of unanswerable ones (60 %
-# overall); at 0.83 scifact already loses 3 %. Embedders not listed never abstain by default
-# (threshold -1): their cosine scales differ (hash-64 or MiniLM put related text far lower).
+# The plain cosine rule: decline when the dense cosine of the best chunk is below this. Since
+# issue 10 it is the fallback for an embedder that has a cosine scale we trust but no per-language
+# calibration (assistant/abstain_<embedder>.json, fitted by bench/abstain_calibration.py; where one
+# exists, the calibrated decision of assistant.abstain replaces this rule) and the "old gate" the
+# bench compares against: 0.82 lets 0.84-0.86 off-topic Chinese questions through for e5-small.
+# Embedders not listed never abstain by default (threshold -1): their cosine scales differ.
 CALIBRATED_THRESHOLDS: dict[str, float] = {
     "multilingual-e5-small": 0.82,
 }
@@ -63,7 +63,7 @@ class AssistantConfig:
     retrieval_only: bool = field(default=False, metadata={"help": "no model: list the retrieved passages"})
     abstain_threshold: float | None = field(default=None, metadata={  # a dense cosine
         "help": "answer 'not in the documents' when the best chunk's cosine is below this "
-                "(none: calibrated per embedder)"})
+                "(none: the embedder's per-language calibrated decision, see README)"})
     system_prompt: str | None = field(default=None, metadata={
         "help": "system prompt (none: the adapter's, else built-in)"})
     embedder: str | None = field(default=None, metadata={"help": "embedder (none: the one the KB was built with)"})
@@ -81,7 +81,8 @@ class AssistantConfig:
             raise ConfigError("; ".join(problems))
 
     def threshold_for(self, embedder_name: str) -> float:
-        """The abstain threshold in force for a knowledge base built with ``embedder_name``.
+        """The plain cosine rule's threshold for ``embedder_name``: ``--abstain-threshold`` when given, else the
+        embedder's fallback (used only where no per-language calibration exists: :mod:`assistant.abstain`).
 
         >>> AssistantConfig().threshold_for("hash-64"), AssistantConfig(abstain_threshold=0.3).threshold_for("x")
         (-1.0, 0.3)

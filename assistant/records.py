@@ -73,6 +73,7 @@ class Answer:
     hits: tuple[Hit, ...] = ()
     sources: tuple[Hit, ...] = ()  # the hits that fitted in the prompt, numbered [1], [2], ...
     abstained: bool = False  # True: retrieval found nothing relevant; the model was not called
+    abstain_reason: str = ""  # why it was declined (assistant.abstain), "" when answered
     reasoning: str = ""  # the model's <think> content when thinking is on
     question: str = ""
     standalone_question: str = ""  # the question used for retrieval (condensed from history)

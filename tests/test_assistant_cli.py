@@ -67,3 +67,13 @@ def test_ui_delegates_to_the_web_app_and_creates_a_missing_kb(tmp_path: Path,
     assert (kb / "kb.sqlite").is_file() and "created an empty knowledge base" in result.output
     assert (seen["kb_dir"], seen["port"], seen["max_upload_mb"]) == (kb, 7999, 100.0)
     assert seen["assistant"].config.retrieval_only and seen["assistant"].config.k == 5  # AssistantConfig's default
+
+
+def test_a_declined_question_says_why(assistant_kb: Path) -> None:  # noqa: F811
+    result = runner.invoke(app, ["ask", "What is the refund policy?", "--kb", str(assistant_kb), "--retrieval-only",
+                                 "--abstain-threshold", "0.999"])
+    assert result.exit_code == 0, result.output
+    assert "declined without asking the model: best chunk cosine" in " ".join(result.output.split())
+    data = json.loads(runner.invoke(app, ["ask", "What is the refund policy?", "--kb", str(assistant_kb),
+                                          "--retrieval-only", "--abstain-threshold", "0.999", "--json"]).output)
+    assert data["abstained"] and data["abstain_reason"].startswith("best chunk cosine")

@@ -80,11 +80,13 @@ def test_abstains_below_threshold_without_calling_the_model(kb: RecordingKB) -> 
                               ("量子色动力学的晶格规范模拟", ABSTAIN_ZH)):
         answer = bot.ask(question)
         assert answer.abstained and answer.text == message and answer.citations == ()
+        assert answer.abstain_reason.startswith("best chunk cosine ") and "< threshold 0.300" in answer.abstain_reason
         streamed = bot.stream(question)
         assert list(streamed) == [message] and streamed.answer.abstained
     assert spy.calls == []
     answer = bot.ask(REFUND_Q)
     assert not answer.abstained and len(spy.calls) == 1 and answer.citations[0].title == "refund_policy"
+    assert answer.abstain_reason == ""
     assert not bot.ask("quantum chromodynamics lattice gauge simulations",
                        options=AskOptions(abstain_threshold=-1)).abstained
 

@@ -188,3 +188,14 @@ def test_cli_has_ui_command_without_heavy_imports(cli_help) -> None:
     for flag in ("--kb", "--model", "--adapter", "--host", "--port", "--max-upload-mb", "--retrieval-only"):
         assert flag in out, flag
     assert "127.0.0.1" in out and heavy == []
+
+
+def test_a_declined_answer_shows_why() -> None:
+    from assistant.records import Answer
+    from ui.web.app import answer_messages
+
+    messages = answer_messages(Answer(text="The documents do not contain this information.", abstained=True,
+                                      abstain_reason="best chunk cosine 0.790 < threshold 0.820"))
+    assert messages[0]["content"].startswith("The documents do not")
+    why = [m for m in messages if m.get("metadata", {}).get("title") == "Why declined"]
+    assert len(why) == 1 and "0.790" in why[0]["content"]

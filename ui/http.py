@@ -133,8 +133,10 @@ def sources_json(answer: "Answer") -> list[dict]:
 
 
 def extra_fields(answer: "Answer") -> dict:
-    """Our additions to OpenAI's response: citations, sources, abstained, unknown_citations, cited_nothing."""
+    """Our additions to OpenAI's response: citations, sources, abstained (and why), unknown_citations,
+    cited_nothing."""
     return {"citations": citations_json(answer), "sources": sources_json(answer), "abstained": answer.abstained,
+            "abstain_reason": answer.abstain_reason,
             "unknown_citations": list(answer.unknown_citations), "cited_nothing": answer.cited_nothing}
 
 

@@ -53,7 +53,8 @@ def print_sources(answer: Any, console: Any) -> None:
     from assistant.citations import citation_notes
 
     if answer.abstained:
-        console.print("[dim](no passage was relevant enough: the model was not asked)[/]")
+        reason = f": {escape(answer.abstain_reason)}" if answer.abstain_reason else ""
+        console.print(f"[dim](declined without asking the model{reason})[/]")
         return
     cited = {c.number for c in answer.citations}
     table = Table("#", "document", "page", "score", "cited", title="Sources", title_justify="left")

@@ -114,6 +114,9 @@ def answer_messages(answer: "Answer") -> list[dict]:
         out.append({"role": "assistant", "content": answer.reasoning,
                     "metadata": {"title": "Reasoning", "status": "done"}})
     out.append({"role": "assistant", "content": answer.text or "(empty answer)"})
+    if answer.abstained and answer.abstain_reason:  # why the model was not asked
+        out.append({"role": "assistant", "content": md_escape(answer.abstain_reason),
+                    "metadata": {"title": "Why declined", "status": "done"}})
     out += [{"role": "assistant", "content": md_escape(note[0].upper() + note[1:]) + ".",
              "metadata": {"title": f"⚠️ {note}", "status": "done"}} for note in citation_notes(answer)]
     sources = sources_message(answer)
