@@ -187,9 +187,10 @@ def train_command(args: argparse.Namespace, data: Path, out: Path, *, max_steps:
 
 
 def eval_command(args: argparse.Namespace, work: Path, gold: Path) -> list[str]:
+    gate = [] if args.abstain_threshold is None else ["--abstain-threshold", str(args.abstain_threshold)]
     return ["assistant", "eval", "--kb", str(work / "kb"), "--model", args.model, "--adapter", str(work / "adapter"),
             "--data", str(gold), "-k", str(args.k), "--max-new-tokens", str(args.max_new_tokens), "--temperature",
-            "0", "--out", str(work / "eval" / "results.json"), "--plot", str(work / "eval" / "systems.png")]
+            "0", "--out", str(work / "eval" / "results.json"), "--plot", str(work / "eval" / "systems.png"), *gate]
 
 
 # -- parity: training ids == inference ids ----------------------------------------------------------
@@ -386,6 +387,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--grad-accum", type=int, default=1)
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha = 4 x rank, the finetune default ratio)")
     ap.add_argument("--max-length", type=int, default=1536, help="tokens per training example")
+    ap.add_argument("--abstain-threshold", type=float, default=None,
+                    help="eval only: the plain cosine gate (e.g. 0.82, the gate before the per-language decision) "
+                         "instead of the calibrated one; use with --redo eval")
     args = ap.parse_args()
     if args.quick:
         args.train_questions, args.eval_questions, args.distractors, args.other_passages = 6, 3, 2, 20
