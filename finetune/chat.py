@@ -46,8 +46,11 @@ def chat(adapter_dir: str | Path, *, base: str | None = None, system: str | None
             break
         if line == "/exit":
             break
-        if line == "/reset" or not line:
-            history = list(start) if line else history
+        if not line:
+            continue
+        if line == "/reset":
+            history = list(start)
+            out("(conversation cleared)\n")
             continue
         history.append({"role": "user", "content": line})
         out("assistant> ")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from index.config import IndexConfig
-from index.report import AddReport, FileResult
+from index.report import AddReport, FileResult, load_failure
 from index.store import DocInfo, Store
 from ingest.records import Chunk, Document
 
@@ -141,7 +141,6 @@ class _Batch:
 def _prepare_file(sink: _Sink, path: Path, order: int, password: str | None,
                   seen: dict[str, str]) -> _Prepared | FileResult:
     from common.files import file_sha256
-    from ingest.errors import IngestError, NeedsPassword, WrongPassword
     from ingest.load import load_document
 
     path = path.resolve()
@@ -157,12 +156,8 @@ def _prepare_file(sink: _Sink, path: Path, order: int, password: str | None,
         return FileResult(path=str(path), status="unchanged", doc_sha256=sha)
     try:
         doc = load_document(path, password=password, ocr=sink.config.ocr)
-    except (NeedsPassword, WrongPassword) as e:
-        return FileResult(path=str(path), status="skipped", doc_sha256=sha, reason=e.reason)
-    except IngestError as e:
-        return _failed(path, e.reason)
     except Exception as e:  # noqa: BLE001 - one unreadable file must not stop the batch
-        return _failed(path, f"unexpected error while reading: {type(e).__name__}: {e}")
+        return load_failure(str(path), e, sha)
     return _chunk(sink, doc, order, path.stat().st_size)
 
 

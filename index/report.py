@@ -22,6 +22,28 @@ class FileResult:
     reason: str = ""
 
 
+def load_failure(path: str, err: Exception, doc_sha256: str = "") -> FileResult:
+    """The row of a file that did not load (``err``: an ``ingest.errors.IngestError``, or anything else).
+
+    *skipped* when it only needs a password that was not given (``--password`` adds it later);
+    *failed* otherwise, a wrong password included: a file that was asked for and not added is a
+    failure for scripts (exit status 1).
+
+    >>> from ingest.errors import NeedsPassword, WrongPassword
+    >>> load_failure("a.pdf", NeedsPassword("a.pdf", "is password-protected")).status
+    'skipped'
+    >>> load_failure("a.pdf", WrongPassword("a.pdf", "the password given does not open it")).status
+    'failed'
+    """
+    from ingest.errors import IngestError, NeedsPassword
+
+    if isinstance(err, IngestError):
+        status = "skipped" if isinstance(err, NeedsPassword) else "failed"
+        return FileResult(path=path, status=status, doc_sha256=doc_sha256, reason=err.reason)
+    return FileResult(path=path, status="failed", doc_sha256=doc_sha256,
+                      reason=f"unexpected error while reading: {type(err).__name__}: {err}")
+
+
 @dataclass(frozen=True)
 class AddReport:
     """Every file of a batch, in input order. ``ok`` is False when any file failed."""

@@ -155,12 +155,13 @@ def test_merged_model_logits_equal_adapter_logits(run):
 def test_chat_streams_replies(run):
     from finetune.chat import chat
 
-    lines = iter([QA[0][0], "/exit"])
+    lines = iter([QA[1][0], "/reset", QA[0][0], "/exit"])
     written: list[str] = []
     history = chat(run.root / "adapter", read=lambda prompt: next(lines), write=written.append, temperature=0.0,
                    max_new_tokens=16)
     assert history[0] == {"role": "system", "content": SYSTEM}
-    assert history[-1] == {"role": "assistant", "content": QA[0][1]}
+    assert len(history) == 3 and history[-1] == {"role": "assistant", "content": QA[0][1]}  # /reset forgot turn 1
+    assert "(conversation cleared)\n" in written
     assert len(written) > 3 and "Paris." in "".join(written)
 
 

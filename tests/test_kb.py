@@ -276,3 +276,21 @@ def test_ingest_help_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "add" in out.stdout
+
+
+def test_a_wrong_password_fails_and_a_missing_one_skips(tmp_path: Path) -> None:
+    """A file asked for with a password that does not open it was not added: failed (exit 1); without a
+    password it is skipped until one is given."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    writer.encrypt(user_password="s3cret", owner_password="owner")
+    pdf = tmp_path / "locked.pdf"
+    with pdf.open("wb") as f:
+        writer.write(f)
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        missing = kb.add([str(pdf)])
+        wrong = kb.add([str(pdf)], password="nope")
+    assert missing.files[0].status == "skipped" and missing.ok and "--password" in missing.files[0].reason
+    assert wrong.files[0].status == "failed" and not wrong.ok

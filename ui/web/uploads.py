@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from common.files import atomic_open, file_sha256
-from index.report import FileResult
+from index.report import FileResult, load_failure
 
 if TYPE_CHECKING:
     from index.kb import KnowledgeBase
@@ -91,18 +91,12 @@ def store_upload(path: Path, suffix: str, kb_dir: Path) -> Path:
 
 def load_upload(stored: Path, name: str, kb: "KnowledgeBase") -> "Document | FileResult":
     """The stored file as a Document titled after the original file, or the failure row."""
-    from ingest.errors import IngestError, NeedsPassword, WrongPassword
     from ingest.load import load_document
 
     try:
         doc = load_document(stored, password=kb.config.password, ocr=kb.config.ocr)
-    except (NeedsPassword, WrongPassword) as e:
-        return FileResult(path=name, status="skipped", reason=e.reason)
-    except IngestError as e:
-        return FileResult(path=name, status="failed", reason=e.reason)
     except Exception as e:  # noqa: BLE001 - one unreadable upload must not stop the batch
-        return FileResult(path=name, status="failed", reason=f"unexpected error while reading: "
-                                                            f"{type(e).__name__}: {e}")
+        return load_failure(name, e)
     title = Path(name).stem if doc.title == stored.stem else doc.title
     return replace(doc, title=title)
 
