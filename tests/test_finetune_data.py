@@ -444,6 +444,10 @@ def test_cli_check_text_json_strict_and_missing(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "needs a system prompt" in result.output
     result = runner.invoke(data_app, ["check", str(good), "--max-length", "0"])
     assert result.exit_code == 2 and "--max-length must be a positive number" in result.output
+    # nothing left to train on: the report, then exit status 2 (`data check X && finetune train` stops)
+    unusable = write_jsonl(tmp_path / "unusable.jsonl", ["{oops", {"instruction": "", "output": ""}])
+    result = runner.invoke(data_app, ["check", str(unusable)])
+    assert result.exit_code == 2 and "kept 0" in result.output and "left to train on" in result.output
 
 
 def test_cli_check_reports_reasoning_records_under_the_thinking_policy(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from finetune.config import TrainConfig, load_config
 from finetune.data import DataConfig, prepare_config
 from finetune.errors import ConfigError, FinetuneError
 from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options, default_of
-from ui.errors import friendly
+from ui.errors import BAD_INPUT, friendly
 
 app = typer.Typer(help="Fine-tune Qwen3 with LoRA on your Q&A data: train, merge, eval, chat.",
                   no_args_is_help=True, add_completion=False)
@@ -157,20 +157,28 @@ def check(
                                    help="token budget per record, as finetune train's; longer ones are counted"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Report formats, kept/dropped counts by reason, problems with file:line and token statistics."""
+    """Report formats, kept/dropped counts by reason, problems with file:line and token statistics.
+
+    Exit status 2 when no record is left to train on (so `data check X && finetune train ...` stops).
+    """
     if max_length < 1:
         raise ConfigError(f"--max-length must be a positive number of tokens, got {max_length}")
     report = prepare_config(files, config)
-    stats, stats_error = _token_stats([*report.train, *report.validation], max_length)
+    kept = [*report.train, *report.validation]
+    stats, stats_error = _token_stats(kept, max_length) if kept else (None, "no record kept")
     if as_json:
         out = report.as_dict()
         out["token_stats"] = stats.as_dict() if stats else None
         if stats_error:
             out["token_stats_error"] = stats_error
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
-        return
-    typer.echo(report.render())
-    typer.echo(stats.render() if stats else f"token statistics skipped: {stats_error}")
+    else:
+        typer.echo(report.render())
+        typer.echo(stats.render() if stats else f"token statistics skipped: {stats_error}")
+    if not kept:
+        typer.secho(f"error: no record of {', '.join(map(str, files))} is left to train on (see the problems above)",
+                    fg="red", err=True)
+        raise typer.Exit(BAD_INPUT)
 
 
 def _token_stats(convs: list, max_length: int) -> tuple[Any, str | None]:
