@@ -50,14 +50,19 @@ def add_files(store: Store, embedder: Any, config: IndexConfig, args: Sequence[s
     """
     from tqdm import tqdm
 
-    from ingest.files import expand_paths
+    from ingest.files import DEFAULT_SUFFIXES, expand
 
     sink = _Sink(store, embedder, config)
-    paths, problems = expand_paths(args)
+    found = expand(args)
+    paths = found.paths
     results: dict[int, FileResult] = {}
     order = 0
-    for problem in problems:
+    for problem in found.problems:
         results[order] = FileResult(path=problem.path, status="failed", reason=problem.reason)
+        order += 1
+    for other in found.unsupported:  # in a folder or glob: listed, not a failure
+        results[order] = FileResult(path=str(other), status="skipped", reason="not a supported file type "
+                                    f"(supported: {', '.join(DEFAULT_SUFFIXES)})")
         order += 1
     batch = _Batch(sink, results)
     seen: dict[str, str] = {}  # sha256 -> path, for identical files within one batch

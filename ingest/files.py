@@ -28,31 +28,44 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _walk(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """Supported files under ``folder``, recursively, skipping hidden files and folders (.git)."""
-    return [p for p in folder.rglob("*")
-            if p.suffix.lower() in suffixes and p.is_file() and not _hidden(p, folder)]
+@dataclass(frozen=True)
+class Expansion:
+    """What :func:`expand` made of the arguments: the document files (sorted unique absolute paths),
+    one :class:`PathProblem` per argument that named no usable file, and the other files found in
+    the folders and globs (sorted unique absolute paths: unsupported types, reported as skipped)."""
+
+    paths: list[Path]
+    problems: list[PathProblem]
+    unsupported: list[Path]
 
 
-def _expand_one(arg: str, suffixes: tuple[str, ...]) -> tuple[list[Path], str | None]:
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder``, recursively, skipping hidden files and folders (.git)."""
+    return [p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder)]
+
+
+def _expand_one(arg: str, suffixes: tuple[str, ...]) -> tuple[list[Path], list[Path], str | None]:
+    """(supported files, other files, the problem) of one argument."""
     names = ", ".join(suffixes)
     if _GLOB_CHARS & set(arg):
         matches = [Path(m) for m in glob.glob(arg, recursive=True)]
         if not matches:
-            return [], f"no file matches {arg!r}"
-        found = [m for m in matches if m.is_file() and m.suffix.lower() in suffixes]
-        for folder in (m for m in matches if m.is_dir()):
-            found += _walk(folder, suffixes)
-        return found, None if found else f"no {names} file matches {arg!r}"
+            return [], [], f"no file matches {arg!r}"
+        files = [m for m in matches if m.is_file()] + [p for m in matches if m.is_dir() for p in _walk(m)]
+        found = [p for p in files if p.suffix.lower() in suffixes]
+        other = [p for p in files if p.suffix.lower() not in suffixes]
+        return found, other, None if found else f"no {names} file matches {arg!r}"
     path = Path(arg)
     if path.is_dir():
-        found = _walk(path, suffixes)
-        return found, None if found else f"folder {arg!r} holds no {names} files"
+        files = _walk(path)
+        found = [p for p in files if p.suffix.lower() in suffixes]
+        other = [p for p in files if p.suffix.lower() not in suffixes]
+        return found, other, None if found else f"folder {arg!r} holds no {names} files"
     if path.is_file():
         if path.suffix.lower() in suffixes:
-            return [path], None
-        return [], f"{arg!r} is not a supported file type (supported: {names})"
-    return [], f"{arg!r} does not exist"
+            return [path], [], None
+        return [], [], f"{arg!r} is not a supported file type (supported: {names})"
+    return [], [], f"{arg!r} does not exist"
 
 
 def expand_paths(args: Sequence[str], *,
@@ -74,12 +87,29 @@ def expand_paths(args: Sequence[str], *,
     >>> [(pathlib.Path(p.path).name, p.reason[:15]) for p in problems]
     [('x*.pdf', 'no file matches')]
     """
+    found = expand(args, suffixes=suffixes)
+    return found.paths, found.problems
+
+
+def expand(args: Sequence[str], *, suffixes: Iterable[str] = DEFAULT_SUFFIXES) -> Expansion:
+    """:func:`expand_paths`, plus the files of other types found in folders and globs.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.pdf", "notes.docx", ".hidden.docx"):
+    ...     _ = (root / name).write_text("x")
+    >>> [p.name for p in expand([str(root)]).unsupported]
+    ['notes.docx']
+    """
     wanted = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
     found: set[Path] = set()
+    other: set[Path] = set()
     problems: list[PathProblem] = []
     for arg in args:
-        paths, problem = _expand_one(str(arg), wanted)
+        paths, others, problem = _expand_one(str(arg), wanted)
         found.update(p.resolve() for p in paths)
+        other.update(p.resolve() for p in others)
         if problem:
             problems.append(PathProblem(path=str(arg), reason=problem))
-    return sorted(found), problems
+    named = {Path(a).resolve() for a in map(str, args) if not _GLOB_CHARS & set(a) and Path(a).is_file()}
+    return Expansion(sorted(found), problems, sorted(other - found - named))  # a named file has its own row
