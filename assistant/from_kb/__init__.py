@@ -1,1 +1,1 @@
-"""`finetune data from-kb`: training records from the knowledge base (config, gold locating, question generation, build)."""
+"""`finetune data from-kb`: training records from the knowledge base (config, gold, questions, build)."""
