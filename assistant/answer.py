@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from assistant.abstain import Gate, QueryMemo, top_cosine  # noqa: F401 - QueryMemo, top_cosine importable here
+from assistant.abstain import Gate, QueryMemo
 from assistant.backends import make_backend
 from assistant.backends.base import Backend, GenParams, ThinkSplitter, generation_usage
 from assistant.citations import CitationFilter, all_citations, extract_citations

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from assistant.citations import strip_citations  # past answers' marks go (re-exported for callers)
+from assistant.citations import strip_citations  # past answers' marks go
 
 if TYPE_CHECKING:
     from index.records import Hit

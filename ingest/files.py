@@ -6,8 +6,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.files import file_sha256 as file_sha256  # the one file hash, re-exported for ingest's callers
-
 DEFAULT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
 _GLOB_CHARS = set("*?[")
 

@@ -185,6 +185,9 @@ class SystemsBackend:
     def count_tokens(self, messages: list[dict], *, thinking: bool = False) -> int:
         return sum(len(m["content"].split()) + 4 for m in messages)
 
+    def count_text(self, text: str) -> int:
+        return len(text.split())
+
     def generate(self, messages: list[dict], params: GenParams, *, stream: bool = False,
                  on_first_token: Callable[[], None] | None = None) -> Iterator[str]:
         question = messages[-1]["content"]

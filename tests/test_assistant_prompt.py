@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from assistant.backends.base import ThinkSplitter
-from assistant.citations import cited_numbers, extract_citations
+from assistant.citations import cited_numbers, extract_citations, strip_citations
 from assistant.condense import clean_rewrite, condense, condense_messages, heuristic_standalone
 from assistant.config import AssistantConfig
 from assistant.errors import ConfigError, PromptTooLong
-from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source, strip_citations
+from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source
 from index.records import Hit
 
 

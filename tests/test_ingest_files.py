@@ -1,8 +1,7 @@
-"""ingest.files (paths, globs, folders, hashing), ingest.load doctests and import hygiene of the package."""
+"""ingest.files (paths, globs, folders), ingest.load doctests, the package's import hygiene (file hash: test_common)."""
 from __future__ import annotations
 
 import doctest
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest import files, load
-from ingest.files import PathProblem, expand_paths, file_sha256
+from ingest.files import PathProblem, expand_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,16 +73,6 @@ def test_relative_arguments_resolve(tree: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(tree / "sub")
     paths, problems = expand_paths(["deep", "../a.pdf", "**/*.pdf"])
     assert rel(paths, tree) == ["a.pdf", "sub/deep/c.pdf"] and problems == []
-
-
-def test_file_sha256_streams_large_files(tmp_path: Path) -> None:
-    data = bytes(range(256)) * (3 * 4096 + 1)  # 3 MiB + 256 bytes: several 1 MiB blocks
-    path = tmp_path / "big.bin"
-    path.write_bytes(data)
-    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
-    empty = tmp_path / "empty.pdf"
-    empty.write_bytes(b"")
-    assert file_sha256(empty) == hashlib.sha256(b"").hexdigest()
 
 
 def test_doctests() -> None:

@@ -59,16 +59,12 @@ def generation_usage(backend: Backend, messages: list[dict], generated: str, pie
     """(prompt_tokens, completion_tokens) of one generation of ``messages`` that produced ``generated``.
 
     What the model server reported (``pieces.usage``) when it did; else ``count_tokens(messages)`` and
-    ``count_text(generated)`` (a re-encoding: the end-of-turn token is not counted). A backend without
-    ``count_text`` has the text counted as one message (its framing tokens too).
+    ``count_text(generated)`` (a re-encoding: the end-of-turn token is not counted).
     """
     reported = getattr(pieces, "usage", None)
     if reported is not None:
         return reported
-    count_text = getattr(backend, "count_text", None)
-    completion = count_text(generated) if count_text else \
-        backend.count_tokens([{"role": "assistant", "content": generated}])
-    return backend.count_tokens(messages, thinking=thinking), completion
+    return backend.count_tokens(messages, thinking=thinking), backend.count_text(generated)
 
 
 class ThinkSplitter:

@@ -33,15 +33,14 @@ from typing import TYPE_CHECKING, Sequence
 from assistant.citations import CITATION_MARK
 from common.cjk import has_han
 from finetune.metrics import tokenize
-from index.naming import SHA_PREFIX_MIN, doc_matches  # "names the document": index's rule, as `ingest rm`
+from index.naming import doc_matches  # "names the document": index's rule, as `ingest rm`
 
 if TYPE_CHECKING:
     from assistant.qa import QAItem
     from index.records import Hit
 
-__all__ = ["normalise", "exact_match", "token_f1", "contains_answer", "gold_rule", "is_gold", "doc_matches",
-           "gold_rank", "reciprocal_rank", "supports", "citation_precision", "is_abstention", "RULES",
-           "SHA_PREFIX_MIN"]
+__all__ = ["normalise", "exact_match", "token_f1", "contains_answer", "gold_rule", "is_gold",
+           "gold_rank", "reciprocal_rank", "supports", "citation_precision", "is_abstention", "RULES"]
 
 RULES = ("page", "doc", "answer")  # gold rules, most precise first
 _ABSTAIN_EN = re.compile(

@@ -50,9 +50,8 @@ if TYPE_CHECKING:
     from assistant.qa import QAItem
     from finetune.records import Problem
 
-__all__ = ["SYSTEMS", "CLOSED_BOOK_PROMPT", "STAGES", "EvalConfig", "Row", "RetrievalRow", "EvalResult",
-           "plan_systems", "closed_book_messages", "closed_book", "score", "aggregate", "retrieval_summary",
-           "evaluate", "run_eval"]
+__all__ = ["EvalConfig", "plan_systems", "closed_book_messages", "closed_book", "score", "aggregate",
+           "retrieval_summary", "evaluate", "run_eval"]
 
 @dataclass(frozen=True)
 class EvalConfig:
