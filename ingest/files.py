@@ -1,4 +1,4 @@
-"""Command-line arguments -> document files (files, globs with ``**``, folders) and file hashes."""
+"""Command-line arguments -> document files (files, globs with ``**``, folders)."""
 from __future__ import annotations
 
 import glob
@@ -6,7 +6,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
+from ingest.load import SUPPORTED_SUFFIXES
+
+DEFAULT_SUFFIXES = SUPPORTED_SUFFIXES  # one owner: the suffixes ingest.load.KINDS can read
 _GLOB_CHARS = set("*?[")
 
 
@@ -15,7 +17,7 @@ class PathProblem:
     """An argument of :func:`expand_paths` that named no usable file.
 
     ``path`` is the argument as given (a file, folder or glob); ``reason`` is a sentence for
-    users that names it, e.g. ``"'notes.docx' is not a supported file type (...)"``.
+    users that names it, e.g. ``"'notes.odt' is not a supported file type (...)"``.
     """
 
     path: str
@@ -77,7 +79,7 @@ def expand_paths(args: Sequence[str], *,
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> for name in ("a.pdf", "sub/b.md", "sub/c.docx"):
+    >>> for name in ("a.pdf", "sub/b.md", "sub/c.odt"):
     ...     (root / name).parent.mkdir(exist_ok=True); _ = (root / name).write_text("x")
     >>> paths, problems = expand_paths([str(root), str(root / "**/*.md"), str(root / "x*.pdf")])
     >>> [p.relative_to(root.resolve()).as_posix() for p in paths]
@@ -94,10 +96,10 @@ def expand(args: Sequence[str], *, suffixes: Iterable[str] = DEFAULT_SUFFIXES) -
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> for name in ("a.pdf", "notes.docx", ".hidden.docx"):
+    >>> for name in ("a.pdf", "notes.odt", ".hidden.odt"):
     ...     _ = (root / name).write_text("x")
     >>> [p.name for p in expand([str(root)]).unsupported]
-    ['notes.docx']
+    ['notes.odt']
     """
     wanted = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
     found: set[Path] = set()

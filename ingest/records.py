@@ -8,7 +8,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a document. ``number`` is 1-based; text files are one page."""
+    """One page of a document. ``number`` is 1-based; a slide, sheet, e-book chapter or image frame
+    counts as a page; text, .csv, .html and .docx files are one page."""
 
     number: int
     text: str
@@ -22,7 +23,7 @@ class Document:
     path: Path
     sha256: str
     title: str
-    kind: str  # "pdf" | "text"
+    kind: str  # "pdf" | "text" | "docx" | "pptx" | "xlsx" | "csv" | "html" | "epub" | "image" (ingest.load.KINDS)
     pages: tuple[Page, ...]
     warnings: tuple[str, ...] = ()  # per-page problems that did not stop the document
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture()
 def tree(tmp_path: Path) -> Path:
-    for name in ("a.pdf", "B.PDF", "notes.md", "readme.markdown", "x.txt", "sub/deep/c.pdf", "sub/d.docx",
+    for name in ("a.pdf", "B.PDF", "notes.md", "readme.markdown", "x.txt", "sub/deep/c.pdf", "sub/d.odt",
                  ".hidden/e.pdf", "sub/.f.md", "empty/.keep"):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,20 +39,22 @@ def test_globs_files_and_duplicates(tree: Path) -> None:
     paths, problems = expand_paths(args)
     assert rel(paths, tree) == ["a.pdf", "sub/deep/c.pdf"] and problems == []  # glob suffix matching is exact
     paths, _ = expand_paths([str(tree / "*")])  # a glob matching folders expands them too
-    assert "sub/deep/c.pdf" in rel(paths, tree) and "sub/d.docx" not in rel(paths, tree)
+    assert "sub/deep/c.pdf" in rel(paths, tree) and "sub/d.odt" not in rel(paths, tree)
 
 
 def test_every_problem_is_reported(tree: Path) -> None:
-    args = [str(tree / "x*.pdf"), str(tree / "missing.pdf"), str(tree / "sub" / "d.docx"), str(tree / "empty"),
-            str(tree / "sub" / "*.docx"), str(tree / "a.pdf")]
+    args = [str(tree / "x*.pdf"), str(tree / "missing.pdf"), str(tree / "sub" / "d.odt"), str(tree / "empty"),
+            str(tree / "sub" / "*.odt"), str(tree / "a.pdf")]
     paths, problems = expand_paths(args)
+    names = ", ".join(files.DEFAULT_SUFFIXES)
+    assert names.startswith(".pdf, .txt, .md, .markdown, .docx, .pptx, .xlsx, .csv, .html, .htm, .epub, .png")
     assert rel(paths, tree) == ["a.pdf"]
     assert problems == [PathProblem(path=arg, reason=reason) for arg, reason in zip(args, [
         f"no file matches {str(tree / 'x*.pdf')!r}",
         f"{str(tree / 'missing.pdf')!r} does not exist",
-        f"{str(tree / 'sub' / 'd.docx')!r} is not a supported file type (supported: .pdf, .txt, .md, .markdown)",
-        f"folder {str(tree / 'empty')!r} holds no .pdf, .txt, .md, .markdown files",
-        f"no .pdf, .txt, .md, .markdown file matches {str(tree / 'sub' / '*.docx')!r}",
+        f"{str(tree / 'sub' / 'd.odt')!r} is not a supported file type (supported: {names})",
+        f"folder {str(tree / 'empty')!r} holds no {names} files",
+        f"no {names} file matches {str(tree / 'sub' / '*.odt')!r}",
     ])]
 
 
@@ -65,8 +67,8 @@ def test_a_problem_names_its_argument_as_given(tmp_path: Path) -> None:
 
 
 def test_custom_suffixes_with_or_without_dot(tree: Path) -> None:
-    paths, problems = expand_paths([str(tree)], suffixes=("docx", ".TXT"))
-    assert rel(paths, tree) == ["sub/d.docx", "x.txt"] and problems == []
+    paths, problems = expand_paths([str(tree)], suffixes=("odt", ".TXT"))
+    assert rel(paths, tree) == ["sub/d.odt", "x.txt"] and problems == []
 
 
 def test_relative_arguments_resolve(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -297,10 +297,10 @@ def test_a_wrong_password_fails_and_a_missing_one_skips(tmp_path: Path) -> None:
 
 
 def test_unsupported_files_in_a_folder_are_listed_as_skipped(tmp_path: Path, docs: Path) -> None:
-    (docs / "notes.docx").write_bytes(b"PK\x03\x04")
-    (docs / ".hidden.docx").write_bytes(b"PK\x03\x04")
+    (docs / "notes.odt").write_bytes(b"PK\x03\x04")
+    (docs / ".hidden.odt").write_bytes(b"PK\x03\x04")
     with open_kb(tmp_path) as kb:
         report = kb.add([docs])
     rows = {Path(f.path).name: f for f in report.files}
-    assert rows["notes.docx"].status == "skipped" and "not a supported file type" in rows["notes.docx"].reason
-    assert ".hidden.docx" not in rows and report.ok and report.count("added") == 3
+    assert rows["notes.odt"].status == "skipped" and "not a supported file type" in rows["notes.odt"].reason
+    assert ".hidden.odt" not in rows and report.ok and report.count("added") == 3
