@@ -27,11 +27,12 @@ from index import derived
 from index.config import DEFAULT_EMBEDDER, MODES, IndexConfig
 from index.errors import BadQuery, EmbedderMismatch, SchemaMismatch
 from index.lock import WriteLock
-from index.naming import find_document
-from index.pipeline import add_files, add_loaded, removed_under
-from index.records import Hit
+from index.naming import find_target
+from index.pipeline import add_files, add_loaded, sync_folder
+from index.records import Hit, Removal
 from index.report import AddReport
-from index.store import SCHEMA_VERSION, DocInfo, Store, store_path
+from index.schema import SCHEMA_VERSION
+from index.store import DocInfo, Store, store_path
 from ingest.chunk import MAX_TOKENS, OVERLAP
 
 CANDIDATES = 100  # chunks each retriever contributes before fusion (or k, when larger)
@@ -107,23 +108,46 @@ class KnowledgeBase:
 
     def sync(self, folder: str | Path, *, password: str | None = None,
              progress: bool = False) -> AddReport:
-        """Make the knowledge base mirror ``folder``: add new/changed files, remove deleted ones."""
+        """Make the knowledge base mirror ``folder`` in one run: every file of it stored under its
+        path (new and changed files embedded, copies and renames linked to the stored bytes), every
+        other path from it forgotten, documents without a path left removed. Raises
+        ``FileNotFoundError`` when ``folder`` is not a folder (see :func:`index.pipeline.sync_folder`).
+
+        >>> import shutil, tempfile
+        >>> docs, kb_dir = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+        >>> _ = (docs / "a.txt").write_text("退货政策：三十天内可以退货。", encoding="utf-8")
+        >>> with KnowledgeBase.open(kb_dir, embedder="hash-64") as kb:
+        ...     _ = kb.sync(docs)
+        ...     _ = shutil.copy(docs / "a.txt", docs / "copy.txt"); _ = (docs / "a.txt").rename(docs / "b.txt")
+        ...     report = kb.sync(docs)   # a copy and a rename: nothing embedded again
+        ...     (doc,) = kb.documents()
+        >>> [(Path(f.path).name, f.status) for f in report.files]
+        [('b.txt', 'added'), ('copy.txt', 'added'), ('a.txt', 'removed')]
+        >>> [Path(p).name for p in doc.paths], doc.title
+        (['b.txt', 'copy.txt'], 'b')
+        """
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            report = add_files(self.store, self.embedder, self.config, [str(folder)],
-                               password=password or self.config.password, progress=progress)
-            gone = removed_under(self.store, Path(folder))
-            self.store.delete_documents(d.sha256 for d in gone)
-            report = report.with_removed(gone)
+            report = sync_folder(self.store, self.embedder, self.config, Path(folder),
+                                 password=password or self.config.password, progress=progress)
             self._refresh_derived()
         return report
 
-    def remove(self, doc: str) -> DocInfo:
-        """Remove one document named by sha256 (or a prefix of it), path, file name or title."""
+    def remove(self, doc: str) -> Removal:
+        """Remove what ``doc`` names (:func:`index.naming.find_target`): a path, file name or stem
+        names one path of a document, which goes with its last path; a sha256 (prefix) or a title
+        names the document itself, with every path. Raises :class:`DocumentNotFound` when ``doc``
+        names nothing, or several documents or paths equally."""
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            info = find_document(self.store.documents(), doc)
-            self.store.delete_documents([info.sha256])
+            target = find_target(self.store.documents(), doc)
+            info = target.doc
+            if target.whole:
+                self.store.delete_documents([info.sha256])
+            else:
+                self.store.unlink_paths([(info.sha256, p) for p in target.paths])
+            left = self.store.paths_of(info.sha256)
             self._refresh_derived()
-        return info
+        return Removal(sha256=info.sha256, title=info.title, path=info.path, paths=target.paths,
+                       n_chunks=0 if left else info.n_chunks, document_removed=not left, paths_left=left)
 
     def reindex(self, embedder: object | str | None = None, *, progress: bool = False,
                 **fields: object) -> "KnowledgeBase":
@@ -141,10 +165,12 @@ class KnowledgeBase:
             config = replace(self.config, kb=tmp, embedder=None, **fields)  # type: ignore[arg-type]
             new = KnowledgeBase.open(tmp, embedder=self.embedder if embedder is None else embedder,
                                      config=config)
-            docs = [self.store.document_record(d.sha256) for d in self.documents()]
+            infos = self.documents()
+            docs = [self.store.document_record(d.sha256) for d in infos]
             sizes = {d.sha256: self.store.document_size(d.sha256) for d in docs}
             with WriteLock(tmp, timeout_s=0):
                 add_loaded(new.store, new.embedder, new.config, docs, progress=progress, sizes=sizes)
+                new.store.link_paths([(d.sha256, p) for d in infos for p in d.all_paths])  # every path, in order
                 new._refresh_derived()
             new.close()
             self.close()

@@ -27,3 +27,26 @@ class Hit:
     @property
     def page(self) -> int:
         return self.page_start
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What ``KnowledgeBase.remove`` (``ingest rm``) removed from document ``sha256``.
+
+    ``paths``: the paths removed (every path of the document when it was named by sha256 or
+    title). ``document_removed``: the document went too (named by sha256 or title, or its last
+    path went), with ``n_chunks`` chunks; otherwise ``n_chunks`` is 0 and the document stays
+    under ``paths_left``. ``path`` is its display path before the removal.
+
+    >>> r = Removal("ab12", "handbook", "/d/a.txt", ("/d/b.txt",), 0, False, ("/d/a.txt",))
+    >>> r.document_removed, r.paths_left
+    (False, ('/d/a.txt',))
+    """
+
+    sha256: str
+    title: str
+    path: str
+    paths: tuple[str, ...]
+    n_chunks: int
+    document_removed: bool
+    paths_left: tuple[str, ...] = ()

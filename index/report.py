@@ -44,6 +44,22 @@ def load_failure(path: str, err: Exception, doc_sha256: str = "") -> FileResult:
                       reason=f"unexpected error while reading: {type(err).__name__}: {err}")
 
 
+def removed_row(path: str, sha256: str, deleted: DocInfo | None, stays_under: str = "") -> FileResult:
+    """The row of a stored ``path`` of document ``sha256`` that ``sync`` found gone from its folder.
+
+    ``deleted``: the document as it was, when it went with this path (the row then counts its
+    pages and chunks); ``stays_under``: a path the document is still stored under, when it stays.
+
+    >>> removed_row("/d/b.txt", "ab12", None, stays_under="/d/a.txt").reason
+    'the document stays under /d/a.txt (its chunks are kept)'
+    """
+    if deleted is not None:
+        return FileResult(path=path, status="removed", doc_sha256=sha256, pages=deleted.n_pages,
+                          chunks=deleted.n_chunks)
+    reason = f"the document stays under {stays_under} (its chunks are kept)" if stays_under else ""
+    return FileResult(path=path, status="removed", doc_sha256=sha256, reason=reason)
+
+
 @dataclass(frozen=True)
 class AddReport:
     """Every file of a batch, in input order. ``ok`` is False when any file failed."""
@@ -57,10 +73,9 @@ class AddReport:
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
 
-    def with_removed(self, gone: Sequence[DocInfo]) -> "AddReport":
-        removed = tuple(FileResult(path=d.path, status="removed", doc_sha256=d.sha256,
-                                   pages=d.n_pages, chunks=d.n_chunks) for d in gone)
-        return replace(self, files=self.files + removed)
+    def with_rows(self, rows: Sequence[FileResult]) -> "AddReport":
+        """This report with ``rows`` (e.g. :func:`removed_row` rows) after its own."""
+        return replace(self, files=self.files + tuple(rows))
 
     def to_json(self) -> dict:
         return {"ok": self.ok,

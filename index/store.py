@@ -8,9 +8,14 @@ Chunk row ids are never reused: each write first records the next free id in ``m
 (``next_chunk_id``) and new chunks are numbered from it, so a chunk's id names its content
 for good, and a derived index catches up with the store by comparing id sets.
 
+A document is identified by its content (the sha256 of its bytes) and knows every path it was
+added under (``doc_paths``, in the order added); ``documents.path`` is its display path, the first
+of them still stored, which hits and citations show. A document goes when its last path goes.
+Schema 1 (one path per document) is migrated on open (:mod:`index.schema`).
+
 Layout of a knowledge-base folder::
 
-    kb/kb.sqlite      documents, pages, chunks, meta   (this module)
+    kb/kb.sqlite      documents, doc_paths, pages, chunks, meta   (this module)
     kb/faiss.index    dense vectors by chunk row id    (derived)
     kb/bm25/          sparse index over chunk tokens   (derived)
     kb/write.lock     single-writer lock (filelock)    (index.lock)
@@ -30,33 +35,8 @@ import numpy as np
 
 from index.errors import NoKnowledgeBase
 from index.records import Hit
+from index.schema import open_schema
 from ingest.records import Chunk, Document, Page
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, title TEXT NOT NULL, kind TEXT NOT NULL,
-    n_pages INTEGER NOT NULL, ocr_pages TEXT NOT NULL, warnings TEXT NOT NULL,
-    size INTEGER NOT NULL, added_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS documents_path ON documents(path);
-CREATE TABLE IF NOT EXISTS pages (
-    doc_sha256 TEXT NOT NULL REFERENCES documents(sha256) ON DELETE CASCADE,
-    number INTEGER NOT NULL, text TEXT NOT NULL, ocr INTEGER NOT NULL,
-    PRIMARY KEY (doc_sha256, number));
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,            -- the FAISS / BM25 id of the chunk
-    chunk_id TEXT NOT NULL UNIQUE,
-    doc_sha256 TEXT NOT NULL REFERENCES documents(sha256) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL, text TEXT NOT NULL,
-    page_start INTEGER NOT NULL, page_end INTEGER NOT NULL,
-    char_start INTEGER NOT NULL, char_end INTEGER NOT NULL, ocr INTEGER NOT NULL,
-    tokens TEXT NOT NULL,              -- BM25 tokens, space-joined
-    vector BLOB NOT NULL);             -- float32, L2-normalised
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_sha256);
-"""
-
 
 STORE_FILE = "kb.sqlite"  # the knowledge base's truth; everything else in the folder is derived from it
 
@@ -84,7 +64,8 @@ def require_store(kb_dir: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class DocInfo:
-    """One row of ``ingest list``."""
+    """One row of ``ingest list``: a document, its display ``path`` and every path it is stored
+    under (``paths``, in the order added; the display path first; empty in records built by hand)."""
 
     sha256: str
     path: str
@@ -95,6 +76,16 @@ class DocInfo:
     n_chunks: int
     size: int
     added_at: float
+    paths: tuple[str, ...] = ()
+
+    @property
+    def all_paths(self) -> tuple[str, ...]:
+        """``paths``, or the display path alone when none were recorded.
+
+        >>> DocInfo("ab", "/d/a.txt", "a", "text", 1, (), 1, 3, 0.0).all_paths
+        ('/d/a.txt',)
+        """
+        return self.paths or (self.path,)
 
 
 class Store:
@@ -107,10 +98,10 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
         # One transaction at a time on this connection, whichever thread opens it (a UI adds
         # documents while other threads search; SQLite cannot nest BEGINs).
         self._tx_lock = threading.RLock()
+        open_schema(self.db)  # creates the tables, or migrates an older schema (index.schema)
 
     def close(self) -> None:
         self.db.close()
@@ -152,22 +143,34 @@ class Store:
         return self.db.execute("SELECT 1 FROM documents WHERE sha256=?", (sha256,)).fetchone() is not None
 
     def shas_at_path(self, path: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT sha256 FROM documents WHERE path=?", (path,))]
+        """The documents stored under ``path``: one or none (two only after a crash mid-replace)."""
+        return [r[0] for r in self.db.execute("SELECT sha256 FROM doc_paths WHERE path=? ORDER BY id", (path,))]
+
+    def paths_of(self, sha256: str) -> tuple[str, ...]:
+        """Every path of document ``sha256`` in the order added, the display path first (() if not stored)."""
+        rows = self.db.execute("SELECT path FROM doc_paths WHERE sha256=? ORDER BY id", (sha256,))
+        return tuple(r[0] for r in rows)
+
+    def paths_under(self, root: str) -> list[tuple[str, str]]:
+        """(sha256, path) of every stored path starting with ``root`` (a folder ending in a separator)."""
+        rows = self.db.execute("SELECT sha256, path FROM doc_paths ORDER BY id")
+        return [(sha, path) for sha, path in rows if path.startswith(root)]
 
     def put_document(self, doc: Document, chunks: Sequence[Chunk], tokens: Sequence[str],
-                     vectors: np.ndarray, *, size: int, replaces: Iterable[str] = ()) -> None:
-        """Insert ``doc`` with its chunks (and delete the documents it replaces) atomically."""
+                     vectors: np.ndarray, *, size: int, paths: Sequence[str] = ()) -> None:
+        """Insert ``doc`` with its chunks, stored under ``paths`` (default: ``doc.path``), atomically."""
+        paths = list(dict.fromkeys(paths or [str(doc.path)]))
         rows = [(c.chunk_id, doc.sha256, c.ordinal, c.text, c.page_start, c.page_end, c.char_start,
                  c.char_end, int(c.ocr), t, np.asarray(v, dtype=np.float32).tobytes())
                 for c, t, v in zip(chunks, tokens, vectors, strict=True)]
         with self.transaction():
             first = self._reserve_ids(len(rows))
-            for old in replaces:
-                self.db.execute("DELETE FROM documents WHERE sha256=?", (old,))
             self.db.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (doc.sha256, str(doc.path), doc.title, doc.kind, len(doc.pages),
+                (doc.sha256, paths[0], doc.title, doc.kind, len(doc.pages),
                  json.dumps(list(doc.ocr_pages)), json.dumps(list(doc.warnings)), size, time.time()))
+            self.db.executemany("INSERT INTO doc_paths (sha256, path) VALUES (?, ?)",
+                                [(doc.sha256, p) for p in paths])
             self.db.executemany("INSERT INTO pages VALUES (?, ?, ?, ?)",
                                 [(doc.sha256, p.number, p.text, int(p.ocr)) for p in doc.pages])
             self.db.executemany(
@@ -176,7 +179,45 @@ class Store:
                 [(first + i,) + r for i, r in enumerate(rows)])
             self._bump()
 
+    def link_paths(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Record each (sha256, path) of a stored document, in one transaction; how many were new.
+
+        A document's first path stays its display path. Raises ``sqlite3.IntegrityError`` (and
+        records nothing) when a sha256 is not stored.
+        """
+        with self.transaction():
+            sql = "INSERT OR IGNORE INTO doc_paths (sha256, path) VALUES (?, ?)"
+            return sum(self.db.execute(sql, pair).rowcount for pair in pairs)
+
+    def unlink_paths(self, pairs: Iterable[tuple[str, str]]) -> list[DocInfo]:
+        """Forget each (sha256, path), in one transaction; a document left without a path is deleted
+        with its chunks, and one that keeps a path shows the first left (:meth:`_redisplay`).
+        Returns the deleted documents as they were."""
+        pairs = list(dict.fromkeys(pairs))
+        touched = list(dict.fromkeys(sha for sha, _ in pairs))
+        with self.transaction():
+            before = {d.sha256: d for d in self._infos(touched)}
+            self._reserve_ids(0)  # the ids of the deleted chunks stay used
+            self.db.executemany("DELETE FROM doc_paths WHERE sha256=? AND path=?", pairs)
+            gone = [sha for sha in before if not self.paths_of(sha)]
+            self.db.executemany("DELETE FROM documents WHERE sha256=?", [(s,) for s in gone])
+            for info in before.values():
+                if info.sha256 not in gone:
+                    self._redisplay(info)
+            if gone:
+                self._bump()
+        return [before[s] for s in gone]
+
+    def _redisplay(self, info: DocInfo) -> None:
+        """Show ``info``'s document under its first path left; a title that was the old display
+        path's file name (a text file's, a PDF's without one of its own) follows it."""
+        path = self.paths_of(info.sha256)[0]
+        if path != info.path:
+            title = Path(path).stem if info.title == Path(info.path).stem else info.title
+            self.db.execute("UPDATE documents SET path=?, title=? WHERE sha256=?", (path, title, info.sha256))
+
     def delete_documents(self, shas: Iterable[str]) -> int:
+        """Delete documents with every path and chunk of theirs, in one transaction; how many were."""
         shas = list(shas)
         with self.transaction():
             self._reserve_ids(0)  # the ids of the deleted chunks stay used
@@ -186,12 +227,29 @@ class Store:
         return n
 
     def documents(self) -> list[DocInfo]:
+        """Every document, by display path, with all its paths."""
+        return self._infos()
+
+    def _infos(self, shas: Sequence[str] | None = None) -> list[DocInfo]:
+        """The documents ``shas`` (None: all), by display path."""
+        if shas is None:
+            return self._info_rows("", [])
+        return sorted((d for lo in range(0, len(shas), 900)  # under SQLite's bound-parameter limit
+                       for d in self._info_rows(f" WHERE d.sha256 IN ({','.join('?' * len(shas[lo:lo + 900]))})",
+                                                list(shas[lo:lo + 900]))), key=lambda d: d.path)
+
+    def _info_rows(self, where: str, params: list[str]) -> list[DocInfo]:
         q = ("SELECT d.sha256, d.path, d.title, d.kind, d.n_pages, d.ocr_pages, d.size, d.added_at,"
              " (SELECT COUNT(*) FROM chunks c WHERE c.doc_sha256=d.sha256)"
-             " FROM documents d ORDER BY d.path")
+             f" FROM documents d{where} ORDER BY d.path")
+        paths: dict[str, list[str]] = {}
+        for sha, path in self.db.execute(f"SELECT p.sha256, p.path FROM doc_paths p JOIN documents d"
+                                         f" ON d.sha256=p.sha256{where} ORDER BY p.id", params):
+            paths.setdefault(sha, []).append(path)
         return [DocInfo(sha256=r[0], path=r[1], title=r[2], kind=r[3], n_pages=r[4],
-                        ocr_pages=tuple(json.loads(r[5])), size=r[6], added_at=r[7], n_chunks=r[8])
-                for r in self.db.execute(q)]
+                        ocr_pages=tuple(json.loads(r[5])), size=r[6], added_at=r[7], n_chunks=r[8],
+                        paths=tuple(paths.get(r[0], ())))
+                for r in self.db.execute(q, params)]
 
     def document_pages(self, sha256: str) -> list[Page]:
         rows = self.db.execute("SELECT number, text, ocr FROM pages WHERE doc_sha256=? ORDER BY number",
@@ -199,6 +257,7 @@ class Store:
         return [Page(number=n, text=t, ocr=bool(o)) for n, t, o in rows]
 
     def document_record(self, sha256: str) -> Document:
+        """The stored document ``sha256`` as a :class:`Document` whose path is its display path."""
         r = self.db.execute("SELECT path, title, kind, warnings FROM documents WHERE sha256=?",
                             (sha256,)).fetchone()
         return Document(path=Path(r[0]), sha256=sha256, title=r[1], kind=r[2],

@@ -259,7 +259,8 @@ def unknown_docs(bot: "Assistant", items: Sequence["QAItem"]) -> list["Problem"]
         return []
     out = []
     for item in items:
-        if item.doc and not any(doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256) for d in docs):
+        if item.doc and not any(doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256,
+                                            paths=d.all_paths) for d in docs):
             out.append(Problem(item.source, "unknown gold doc",
                                f"{item.source}: doc {item.doc!r} names no document of the knowledge base; give its "
                                "title, file name, path or sha256 prefix (see `ingest list`)"))

@@ -108,7 +108,8 @@ def gold_chunk(kb: Any, gold: Gold, *, mode: str) -> "Hit | None":
             return found[0]
     item = gold.item
     if item.doc:
-        shas = [d.sha256 for d in kb.documents() if doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256)]
+        shas = [d.sha256 for d in kb.documents() if doc_matches(item.doc, title=d.title, path=d.path, sha256=d.sha256,
+                                                       paths=d.all_paths)]
         found = kb.store.find_chunks(doc_shas=shas, page=item.page)
         return next((h for h in found if contains_answer(h.text, item.answers)), found[0] if found else None)
     for query in (item.question, item.answer):

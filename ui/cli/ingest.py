@@ -3,6 +3,11 @@
     ingest add docs/*.pdf notes/ --kb kb
     ingest list --json
     ingest rm handbook.pdf
+    ingest sync docs/
+
+A document is its bytes: byte-identical files are one document stored under each of their paths
+(``list`` shows them all). ``rm`` by a path or file name removes that path (the document goes with
+its last one); by title or sha256 prefix, the whole document.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ def add(paths: list[str] = typer.Argument(..., help="files, globs or folders"), 
 @config_options(IndexConfig, include=("kb", "password", "ocr"), flags={"kb": KB_FLAG})
 def sync(folder: Path = typer.Argument(..., help="folder to mirror"), *, config: IndexConfig,
          as_json: bool = JsonOpt) -> None:
-    """Add new and changed files of FOLDER, remove documents whose file was deleted."""
+    """Mirror FOLDER: add new and changed files, link copies and renames, forget paths no longer there."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
     with open_kb(config) as base:
@@ -58,7 +63,7 @@ def list_(*, config: IndexConfig, as_json: bool = JsonOpt) -> None:
     docs = store.documents()
     store.close()
     if as_json:
-        print_json([asdict(d) | {"ocr_pages": list(d.ocr_pages)} for d in docs])
+        print_json([asdict(d) | {"ocr_pages": list(d.ocr_pages), "paths": list(d.all_paths)} for d in docs])
         return
     from rich.console import Console
     from rich.table import Table
@@ -66,24 +71,29 @@ def list_(*, config: IndexConfig, as_json: bool = JsonOpt) -> None:
     table = Table(title=f"{kb}: {len(docs)} documents")
     for col in ("sha256", "title", "pages", "OCR'd", "chunks", "path"):
         table.add_column(col, overflow="fold")
-    for d in docs:
+    for d in docs:  # every path the document is stored under, the display path first
         table.add_row(d.sha256[:12], d.title, str(d.n_pages), str(len(d.ocr_pages) or ""),
-                      str(d.n_chunks), d.path)
+                      str(d.n_chunks), "\n".join(d.all_paths))
     Console().print(table)
 
 
 @app.command("rm")
 @friendly
 @config_options(IndexConfig, include=("kb",), flags={"kb": KB_FLAG})
-def rm(doc: str = typer.Argument(..., help="sha256 (prefix), path, file name or title"), *, config: IndexConfig,
-       as_json: bool = JsonOpt) -> None:
-    """Remove a document and its chunks."""
+def rm(doc: str = typer.Argument(..., help="path or file name (that path), title or sha256 prefix (the document)"),
+       *, config: IndexConfig, as_json: bool = JsonOpt) -> None:
+    """Remove a path of a document (the document goes with its last path), or a whole document."""
     with open_kb(config) as base:
-        info = base.remove(doc)
+        gone = base.remove(doc)
     if as_json:
-        print_json({"removed": info.sha256, "path": info.path, "chunks": info.n_chunks})
+        print_json({"removed": gone.sha256, "path": gone.path, "chunks": gone.n_chunks,
+                    "paths": list(gone.paths), "document_removed": gone.document_removed,
+                    "paths_left": list(gone.paths_left)})
+    elif gone.document_removed:
+        typer.echo(f"removed {'; '.join(gone.paths)} ({gone.n_chunks} chunks)")
     else:
-        typer.echo(f"removed {info.path} ({info.n_chunks} chunks)")
+        typer.echo(f"removed the path {'; '.join(gone.paths)}; the document stays under "
+                   f"{'; '.join(gone.paths_left)} (its chunks are kept)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from index.report import FileResult, load_failure
 
 if TYPE_CHECKING:
     from index.kb import KnowledgeBase
+    from index.records import Removal
     from index.store import DocInfo
     from ingest.records import Document
 
@@ -141,18 +142,19 @@ def ingest_uploads(kb: "KnowledgeBase", paths: Sequence[str | Path], *, max_byte
     return rows
 
 
-def remove_document(kb: "KnowledgeBase", sha256: str) -> "DocInfo":
-    """Remove a document, and its stored upload when it came from one."""
-    info = kb.remove(sha256)
-    stored = Path(info.path)
-    if stored.parent.resolve() == (Path(kb.path) / FILES_DIR).resolve():
-        _drop_unused(kb, stored)
-    return info
+def remove_document(kb: "KnowledgeBase", sha256: str) -> "Removal":
+    """Remove a document (every path it is stored under), and its stored uploads among them."""
+    removal = kb.remove(sha256)
+    for path in removal.paths:
+        stored = Path(path)
+        if stored.parent.resolve() == (Path(kb.path) / FILES_DIR).resolve():
+            _drop_unused(kb, stored)
+    return removal
 
 
 def _drop_unused(kb: "KnowledgeBase", stored: Path) -> None:
     """Delete a stored upload that no document refers to (a failed or removed one)."""
-    if not any(Path(d.path).resolve() == stored.resolve() for d in kb.documents()):
+    if not any(Path(p).resolve() == stored.resolve() for d in kb.documents() for p in d.all_paths):
         stored.unlink(missing_ok=True)
 
 
