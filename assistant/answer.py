@@ -16,20 +16,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from assistant.abstain import Gate, QueryMemo
+from assistant.adapter_prompt import adapter_system_prompt, run_card, served_system_prompt
 from assistant.backends import make_backend
 from assistant.backends.base import Backend, GenParams, ThinkSplitter, generation_usage
 from assistant.citations import CitationFilter, all_citations, extract_citations
-from assistant.condense import condense
+from assistant.condense import merge_hits, plan_search
 from assistant.config import MARGIN_TOKENS, AskOptions, AssistantConfig
 from assistant.errors import ConfigError
-from assistant.prompt import DEFAULT_SYSTEM_PROMPT, SOURCES_HEADING, build_messages, format_source
+from assistant.prompt import DEFAULT_SYSTEM_PROMPT, build_messages, format_source
 from assistant.records import Answer, Timings, Usage
 from common.cjk import is_chinese  # the abstention text's language (also importable from here)
-from finetune.runcard import read_run_card
 from index.records import Hit
 from index.store import require_store
 
@@ -42,27 +41,9 @@ def abstain_message(question: str) -> str:
     return ABSTAIN_ZH if is_chinese(question) else ABSTAIN_EN
 
 
-def run_card(adapter: str | Path | None) -> dict:
-    """The adapter's ``run_card.json`` (written by ``finetune train`` in the adapter folder, or
-    beside it); {} when there is none or it is unreadable (an adapter trained elsewhere).
-
-    Read by :func:`finetune.runcard.read_run_card` in its lenient mode.
-    """
-    return read_run_card(adapter, lenient=True) if adapter else {}
-
-
-def adapter_system_prompt(adapter: str | Path | None) -> str | None:
-    """The system prompt the adapter was trained with (run card key ``system``), if any.
-
-    Trained on ``finetune data from-kb`` records without ``--system``, the run card holds the
-    data's most common system message: a prompt followed by one record's numbered sources. Only
-    the prompt before the sources heading is the adapter's system prompt.
-    """
-    card = run_card(adapter)
-    value = card.get("system") or card.get("system_prompt")
-    if isinstance(value, str):
-        value = value.split(f"\n\n{SOURCES_HEADING}\n\n", 1)[0]
-    return value if isinstance(value, str) and value.strip() else None
+# adapter_system_prompt and run_card live in assistant.adapter_prompt; importable from here too
+__all__ = ["ABSTAIN_EN", "ABSTAIN_ZH", "Answer", "AnswerStream", "Assistant", "abstain_message", "normalise_history",
+           "adapter_system_prompt", "run_card"]
 
 
 def normalise_history(history: Sequence[Any] | None) -> list[dict]:
@@ -109,7 +90,9 @@ class _Call:
     use_adapter: bool
     clock: _Clock
     standalone: str = ""
-    hits: tuple[Hit, ...] = ()
+    queries: tuple[str, ...] = ()  # what was searched (assistant.condense.SearchPlan)
+    per_query: tuple[tuple[Hit, ...], ...] = ()  # each query's own hits
+    hits: tuple[Hit, ...] = ()  # merged
     timings: dict[str, float] | None = None
 
     def timed(self, **extra: float) -> Timings:
@@ -231,7 +214,9 @@ class Assistant:
         distractors only: see :mod:`assistant.from_kb.build`).
         """
         call = self._start(question, history, options)
-        call.standalone, call.hits, call.timings = call.question, tuple(hits), {}
+        call.standalone, call.queries, call.timings = call.question, (call.question,), {}
+        call.hits = tuple(hits)
+        call.per_query = (call.hits,)
         return self._prompt(call)
 
     def _start(self, question: str, history: Sequence[Any] | None, options: AskOptions | None) -> _Call:
@@ -247,9 +232,11 @@ class Assistant:
     def _retrieve(self, call: _Call) -> None:
         cfg, clock = call.cfg, call.clock
         generate = None if cfg.retrieval_only else self._condense_generate
-        call.standalone = condense(call.question, call.history, method=cfg.condense, generate=generate)
+        plan = plan_search(call.question, call.history, method=cfg.condense, generate=generate)
+        call.standalone, call.queries = plan.standalone, plan.queries
         condensed = clock.elapsed()
-        call.hits = tuple(self.kb.search(call.standalone, k=cfg.k, mode=cfg.mode))
+        call.per_query = tuple(tuple(self.kb.search(q, k=cfg.k, mode=cfg.mode)) for q in plan.queries)
+        call.hits = tuple(merge_hits(call.per_query, cfg.k))
         call.timings = {"condense_s": condensed, "retrieval_s": clock.elapsed() - condensed}
 
     def _condense_generate(self, messages: list[dict]) -> str:
@@ -257,11 +244,13 @@ class Assistant:
         return "".join(self.backend.generate(messages, params))
 
     def _abstains(self, call: _Call) -> str:
-        """Why the question is declined ("" to answer it); the time it takes counts as retrieval."""
+        """Why the question is declined ("" to answer it: some searched query passes the gate on its own
+        hits); the time it takes counts as retrieval."""
         start = call.clock.elapsed()
-        embedder = getattr(self.kb.embedder, "name", "")
-        reason = self.gate.reason(call.standalone, call.hits, call.cfg.mode, call.cfg.abstain_threshold,
-                                  call.cfg.threshold_for(embedder))
+        threshold = call.cfg.threshold_for(getattr(self.kb.embedder, "name", ""))
+        reasons = [self.gate.reason(q, hits, call.cfg.mode, call.cfg.abstain_threshold, threshold)
+                   for q, hits in zip(call.queries, call.per_query)]
+        reason = "" if "" in reasons else reasons[0]
         call.timings["retrieval_s"] += call.clock.elapsed() - start
         return reason
 
@@ -276,12 +265,15 @@ class Assistant:
         return out
 
     def system_prompt(self, cfg: AssistantConfig | None = None, use_adapter: bool = True) -> str:
-        """The explicit system prompt, else the adapter's (while it is used), else the default."""
+        """The system prompt before the sources: the explicit one (whole), else, while the adapter is
+        used, the one its run card calls for (:func:`assistant.adapter_prompt.served_system_prompt`:
+        its RAG prompt exactly, or its persona then the grounding instructions), else the default."""
         cfg = cfg or self.config
         if cfg.system_prompt:
             return cfg.system_prompt
-        card = adapter_system_prompt(cfg.adapter) if cfg.adapter and use_adapter else None
-        return card or DEFAULT_SYSTEM_PROMPT
+        if cfg.adapter and use_adapter:
+            return served_system_prompt(run_card(cfg.adapter))
+        return DEFAULT_SYSTEM_PROMPT
 
     def thinking(self, cfg: AssistantConfig | None = None, use_adapter: bool = True) -> bool:
         """``on``/``off`` as set; ``auto``: the run card's ``enable_thinking`` while the adapter is used."""
@@ -299,7 +291,7 @@ class Assistant:
         call.clock.first_token()
         answer = Answer(text=text, citations=all_citations(sources), hits=call.hits, sources=sources,
                         abstained=abstained, abstain_reason=reason, question=call.question,
-                        standalone_question=call.standalone, timings=call.timed())
+                        standalone_question=call.standalone, search_queries=call.queries, timings=call.timed())
         return iter([text, answer])
 
     def _answers(self, call: _Call, pieces: Iterator[str], sources: tuple[Hit, ...], gen_start: float,
@@ -323,6 +315,7 @@ class Assistant:
                                  thinking=self.thinking(call.cfg, call.use_adapter))
         yield Answer(text=marks.text, citations=citations, hits=call.hits, sources=sources, timings=timings,
                      reasoning=splitter.reasoning, question=call.question, standalone_question=call.standalone,
+                     search_queries=call.queries,
                      unknown_citations=marks.unknown, cited_nothing=bool(sources) and not citations,
                      usage=Usage.of(*usage))
 

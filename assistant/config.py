@@ -64,8 +64,12 @@ class AssistantConfig:
     abstain_threshold: float | None = field(default=None, metadata={  # a dense cosine
         "help": "answer 'not in the documents' when the best chunk's cosine is below this "
                 "(none: the embedder's per-language calibrated decision, see README)"})
+    # Given: the whole prompt before the sources (it replaces the grounding instructions). None: the
+    # built-in grounding prompt, after the adapter's persona prompt (assistant.adapter_prompt), or the
+    # adapter's own prompt exactly when it was trained on `finetune data from-kb` records.
     system_prompt: str | None = field(default=None, metadata={
-        "help": "system prompt (none: the adapter's, else built-in)"})
+        "help": "whole system prompt, replacing the built-in grounding one (none: built-in, after the adapter's "
+                "persona; a from-kb adapter's own)"})
     embedder: str | None = field(default=None, metadata={"help": "embedder (none: the one the KB was built with)"})
     context_tokens: int | None = field(default=None, metadata={
         "help": "context length in tokens (none: the model's; with --endpoint 8192)"})

@@ -1,7 +1,9 @@
 """The one prompt builder, used at inference AND to build fine-tuning data (same prompt both ways).
 
 Layout: one system message (the system prompt, then the retrieved chunks numbered [1]..[n]
-with title and page), then the conversation so far, then the question. The prompt is fitted
+with title and page), then the conversation so far, then the question. The system prompt is the
+grounding instructions (:data:`DEFAULT_SYSTEM_PROMPT`), after a persona or domain prompt when
+there is one (:func:`compose_system`; which one an adapter gets: :mod:`assistant.adapter_prompt`). The prompt is fitted
 to a token budget: history is trimmed first (oldest turns first), then sources are dropped
 (lowest-ranked first).
 
@@ -40,6 +42,24 @@ SOURCES_HEADING = "Sources:"
 NO_SOURCES = "(no sources)"
 
 CountTokens = Callable[[list[dict]], int]
+
+
+def compose_system(persona: str | None, grounding: str = DEFAULT_SYSTEM_PROMPT) -> str:
+    """A persona or domain prompt followed by the grounding instructions (cite [n], say when the
+    documents do not hold the answer); the grounding alone without a persona, the persona alone
+    when it already holds the grounding text.
+
+    >>> print(compose_system("现在你要扮演皇帝身边的女人--甄嬛", "Answer from the sources."))
+    现在你要扮演皇帝身边的女人--甄嬛
+    <BLANKLINE>
+    Answer from the sources.
+    >>> compose_system(None, "G"), compose_system("You are terse. G", "G")
+    ('G', 'You are terse. G')
+    """
+    persona, grounding = (persona or "").strip(), grounding.strip()
+    if not persona:
+        return grounding
+    return persona if grounding in persona else f"{persona}\n\n{grounding}"
 
 
 def format_source(number: int, hit: "Hit") -> str:

@@ -76,7 +76,10 @@ class Answer:
     abstain_reason: str = ""  # why it was declined (assistant.abstain), "" when answered
     reasoning: str = ""  # the model's <think> content when thinking is on
     question: str = ""
-    standalone_question: str = ""  # the question used for retrieval (condensed from history)
+    standalone_question: str = ""  # the question made standalone (the question itself when not a follow-up)
+    # What retrieval searched, in order of preference: the question as typed, a follow-up's rewrite, or
+    # both when unsure whether it is a follow-up (assistant.condense.plan_search; hits merged by chunk).
+    search_queries: tuple[str, ...] = ()
     timings: Timings = field(default_factory=Timings)
     unknown_citations: tuple[int, ...] = ()  # numbers the model cited that name no source: removed from text
     cited_nothing: bool = False  # True: the model was given sources and cited none of them

@@ -12,6 +12,7 @@ from assistant.backends.base import GenParams
 from assistant.backends.local import LocalBackend
 from assistant.config import AskOptions
 from assistant.errors import ConfigError
+from assistant.prompt import compose_system
 from finetune.generation import Decoding, stream_ids
 from finetune.template import CHATML_TEMPLATE, prompt_ids
 from finetune.train_errors import ModelLoadError
@@ -135,7 +136,8 @@ def test_adapter_changes_the_answer(bot: Assistant, assistant_kb: Path, tiny_qwe
     streamed = tuned.stream(QUESTION)
     assert "".join(streamed) == streamed.answer.text == MEMORISED
     (adapter / "run_card.json").write_text(json.dumps({"system": "Only cite the handbook.", "enable_thinking": False}))
-    assert tuned.system_prompt() == "Only cite the handbook." and tuned.thinking() is False
+    # a persona prompt goes before the grounding instructions, not in their place (tests/test_system_prompt.py)
+    assert tuned.system_prompt() == compose_system("Only cite the handbook.") and tuned.thinking() is False
     assert tuned.prompt(QUESTION)[0][0]["content"].startswith("Only cite the handbook.")
 
 

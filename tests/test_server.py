@@ -13,6 +13,8 @@ from typing import Iterator
 import httpx
 import pytest
 
+from assistant.prompt import DEFAULT_SYSTEM_PROMPT
+
 from fixtures_assistant import SpyBackend
 
 # Eight questions, each retrieving a distinct (document, page) first in bm25 mode.
@@ -82,6 +84,7 @@ def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path, assis
 
     from assistant.answer import Assistant
     from assistant.config import AskOptions
+    from assistant.prompt import compose_system
 
     client = OpenAI(base_url=f"{tiny_url}/v1", api_key="s3cret", max_retries=0, timeout=60)
     assert [m.id for m in client.models.list().data] == [tiny_qwen3.name]
@@ -96,7 +99,9 @@ def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path, assis
     assert sources[0]["title"] == "refund_policy" and sources[0]["page"] == 1
     assert isinstance(r.model_extra["citations"], list)
     same = Assistant(kb=assistant_kb, model=str(tiny_qwen3), condense="off", mode="bm25", k=2, device="cpu")
-    prompt, _ = same.prompt(messages[-1]["content"], messages[1:3], AskOptions(system_prompt="Answer briefly."))
+    # the request's system message goes before the grounding instructions, which stay
+    prompt, _ = same.prompt(messages[-1]["content"], messages[1:3],
+                            AskOptions(system_prompt=compose_system("Answer briefly.")))
     assert r.usage.prompt_tokens == same.backend.count_tokens(prompt) > 0  # the model's own tokenizer
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
@@ -214,7 +219,7 @@ def test_settings_reach_the_assistant(assistant_kb: Path) -> None:
         "temperature": 0.7, "top_p": 0.5, "max_tokens": 33, "k": 2, "mode": "bm25", "thinking": False})
     assert r.status_code == 200, r.text
     messages, params = spy.calls[-1]
-    assert messages[0]["content"].startswith("You are terse.")
+    assert messages[0]["content"].startswith(f"You are terse.\n\n{DEFAULT_SYSTEM_PROMPT}\n\nSources:")
     assert (params.temperature, params.top_p, params.max_new_tokens, params.thinking) == (0.7, 0.5, 33, False)
     assert len(r.json()["sources"]) == 2 and r.json()["citations"][0]["title"] == "handbook"
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": TARGETS[0][0]}],

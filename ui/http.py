@@ -2,10 +2,13 @@
 
 ``POST /v1/chat/completions`` (plain or streamed as server-sent events, in OpenAI's chunk
 format ending with ``data: [DONE]``) and ``GET /v1/models``. The last user message is the
-question, earlier user/assistant messages are the history, system messages replace the
-system prompt. Citations come back in an extra ``citations`` list on the response (and on
-the last chunk of a stream), with ``unknown_citations`` (numbers the model cited that name no
-source: removed from the text) and ``cited_nothing`` (sources were given, none was cited).
+question, earlier user/assistant messages are the history; system messages are a persona put
+before the assistant's own system prompt (its grounding instructions stay: see
+:func:`assistant.prompt.compose_system`). Citations come back in an extra ``citations`` list on
+the response (and on the last chunk of a stream), with ``unknown_citations`` (numbers the model
+cited that name no source: removed from the text), ``cited_nothing`` (sources were given, none
+was cited) and ``search_queries`` (what retrieval searched: the question, its standalone
+rewrite for a follow-up, or both when unsure).
 ``usage`` (the model's tokens, :class:`assistant.records.Usage`) is on every plain response
 and, with ``stream_options: {"include_usage": true}``, in a last chunk with empty ``choices``.
 Extra request fields ``k``, ``mode``, ``thinking``, ``retrieval_only`` and ``use_adapter`` are
@@ -110,8 +113,19 @@ def split_messages(messages: list[Message]) -> tuple[str, list[dict], str | None
     return question, history, "\n\n".join(systems) or None
 
 
+def request_system_prompt(assistant: "Assistant", persona: str | None, use_adapter: bool) -> str | None:
+    """The request's system messages (``persona``) before the assistant's own system prompt, which keeps
+    the grounding instructions; None (the assistant's own) without system messages."""
+    from assistant.prompt import compose_system
+
+    if persona is None:
+        return None
+    return compose_system(persona, assistant.system_prompt(use_adapter=use_adapter))
+
+
 def ask_options(req: ChatRequest, system: str | None) -> "AskOptions":
-    """The per-call settings of ``Assistant.ask`` the request sets (None: the server's own)."""
+    """The per-call settings of ``Assistant.ask`` the request sets (None: the server's own); ``system``:
+    the whole system prompt (see :func:`request_system_prompt`)."""
     from assistant.config import AskOptions
 
     return AskOptions(temperature=req.temperature, top_p=req.top_p,
@@ -134,10 +148,11 @@ def sources_json(answer: "Answer") -> list[dict]:
 
 def extra_fields(answer: "Answer") -> dict:
     """Our additions to OpenAI's response: citations, sources, abstained (and why), unknown_citations,
-    cited_nothing."""
+    cited_nothing, search_queries."""
     return {"citations": citations_json(answer), "sources": sources_json(answer), "abstained": answer.abstained,
             "abstain_reason": answer.abstain_reason,
-            "unknown_citations": list(answer.unknown_citations), "cited_nothing": answer.cited_nothing}
+            "unknown_citations": list(answer.unknown_citations), "cited_nothing": answer.cited_nothing,
+            "search_queries": list(answer.search_queries)}
 
 
 def usage_json(answer: "Answer") -> dict:
@@ -233,9 +248,10 @@ def create_app(assistant: "Assistant", api_key: str | None = None) -> "FastAPI":
 def _complete(assistant: "Assistant", req: ChatRequest, name: str) -> Any:
     from fastapi.responses import StreamingResponse
 
-    question, history, system = split_messages(req.messages)
+    question, history, persona = split_messages(req.messages)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    options = ask_options(req, system)
+    use_adapter = True if req.use_adapter is None else req.use_adapter
+    options = ask_options(req, request_system_prompt(assistant, persona, use_adapter))
     if req.stream:  # retrieval runs here, so its errors are still plain HTTP errors
         pieces = assistant.stream(question, history=history, options=options)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -45,13 +45,18 @@ def _console(stderr: bool = False) -> Any:
 
 
 def print_sources(answer: Any, console: Any) -> None:
-    """A table of the sources in the prompt: number, document, page(s), score, cited or not; then a
-    warning for citation marks that named no source (removed) and for an answer citing none."""
+    """What was searched when it was not the question as typed (a follow-up), then a table of the sources
+    in the prompt: number, document, page(s), score, cited or not; then a warning for citation marks
+    that named no source (removed) and for an answer citing none."""
     from rich.markup import escape
     from rich.table import Table
 
     from assistant.citations import citation_notes
+    from assistant.condense import searched_note
 
+    searched = searched_note(answer.question, answer.search_queries)
+    if searched:  # a follow-up: retrieval searched its rewrite (or both)
+        console.print(f"[dim]{escape(searched)}[/]")
     if answer.abstained:
         reason = f": {escape(answer.abstain_reason)}" if answer.abstain_reason else ""
         console.print(f"[dim](declined without asking the model{reason})[/]")

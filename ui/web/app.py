@@ -2,8 +2,10 @@
 
 * **Chat**: answers stream in; under each answer a collapsed "Sources" block lists every cited
   source (document, page, score, snippet); a "⚠️" note says when the model cited numbers that
-  name no source (removed from the text) or cited none of its sources. Settings beside the chat: number of sources,
-  retrieval mode, adapter on/off, temperature, thinking on/off, retrieval-only.
+  name no source (removed from the text) or cited none of its sources; a "🔎 searched: …" line
+  says what retrieval searched when it was not the question as typed (a follow-up's rewrite).
+  Settings beside the chat: number of sources, retrieval mode, adapter on/off, temperature,
+  thinking on/off, retrieval-only.
 * **Documents**: upload PDFs / text files (type and size checked), ingested with a progress bar
   into the same per-file status table as ``ingest add``; list and delete documents.
 
@@ -108,12 +110,17 @@ def answer_messages(answer: "Answer") -> list[dict]:
     A note's title is the note itself (visible while collapsed); titled messages are never history.
     """
     from assistant.citations import citation_notes
+    from assistant.condense import searched_note
 
     out = []
     if answer.reasoning:
         out.append({"role": "assistant", "content": answer.reasoning,
                     "metadata": {"title": "Reasoning", "status": "done"}})
     out.append({"role": "assistant", "content": answer.text or "(empty answer)"})
+    searched = searched_note(answer.question, answer.search_queries)
+    if searched:  # retrieval searched a rewrite of the question (a follow-up), or both
+        out.append({"role": "assistant", "content": "\n\n".join(md_escape(q) for q in answer.search_queries),
+                    "metadata": {"title": f"🔎 {searched}", "status": "done"}})
     if answer.abstained and answer.abstain_reason:  # why the model was not asked
         out.append({"role": "assistant", "content": md_escape(answer.abstain_reason),
                     "metadata": {"title": "Why declined", "status": "done"}})
