@@ -1,4 +1,5 @@
-"""The ``ingest`` command: add documents (PDF, .txt, .md) to a knowledge base, list, remove, sync them.
+"""The ``ingest`` command: add documents (PDF, Word, PowerPoint, Excel/CSV, HTML, EPUB, images,
+.txt/.md) to a knowledge base, list, remove, sync them.
 
     ingest add docs/*.pdf notes/ --kb kb
     ingest list --json
@@ -20,7 +21,8 @@ from ui.cli.kb_common import JsonOpt, finish, open_kb, print_json
 from ui.cli.options import KB_FLAG, config_options
 from ui.errors import friendly
 
-app = typer.Typer(help="Add documents (PDF, .txt, .md) to a knowledge base, list and remove them.",
+app = typer.Typer(help="Add documents (PDF, Word, PowerPoint, Excel/CSV, HTML, EPUB, images, text) "
+                       "to a knowledge base, list and remove them.",
                   no_args_is_help=True, add_completion=False)
 
 

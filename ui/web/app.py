@@ -6,7 +6,7 @@
   says what retrieval searched when it was not the question as typed (a follow-up's rewrite).
   Settings beside the chat: number of sources, retrieval mode, adapter on/off, temperature,
   thinking on/off, retrieval-only.
-* **Documents**: upload PDFs / text files (type and size checked), ingested with a progress bar
+* **Documents**: upload documents (every type `ingest add` reads; type and size checked), ingested with a progress bar
   into the same per-file status table as ``ingest add``; list and delete documents.
 
 Serving on http://127.0.0.1:7860 by default:
