@@ -317,7 +317,7 @@ class Assistant:
                      reasoning=splitter.reasoning, question=call.question, standalone_question=call.standalone,
                      search_queries=call.queries,
                      unknown_citations=marks.unknown, cited_nothing=bool(sources) and not citations,
-                     usage=Usage.of(*usage))
+                     usage=Usage.of(*usage), finish_reason="length" if usage[1] >= call.cfg.max_new_tokens else "stop")
 
 
 class AnswerStream:

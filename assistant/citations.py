@@ -182,12 +182,15 @@ def all_citations(sources: Sequence["Hit"]) -> tuple[Citation, ...]:
 
 
 def citation_notes(answer: Answer) -> list[str]:
-    """What a reader should know about an answer's citations, as sentences (the CLI and the UI show them).
+    """What a reader should know about an answer's citations (and whether it was cut off at the token
+    limit), as sentences (the CLI and the UI show them).
 
     >>> citation_notes(Answer(text="Yes.", unknown_citations=(7, 9)))
     ['[7] and [9] named no source and were removed']
     >>> citation_notes(Answer(text="Yes.", cited_nothing=True, unknown_citations=(4,)))
     ['[4] named no source and was removed', 'the answer cites none of its sources: check it against them']
+    >>> citation_notes(Answer(text="The fee is", finish_reason="length"))
+    ['the answer was cut off at the token limit (--max-new-tokens): it may be incomplete']
     """
     notes = []
     marks = [f"[{n}]" for n in answer.unknown_citations]
@@ -196,4 +199,6 @@ def citation_notes(answer: Answer) -> list[str]:
         notes.append(f"{named} named no source and {'was' if len(marks) == 1 else 'were'} removed")
     if answer.cited_nothing:
         notes.append("the answer cites none of its sources: check it against them")
+    if answer.finish_reason == "length":
+        notes.append("the answer was cut off at the token limit (--max-new-tokens): it may be incomplete")
     return notes

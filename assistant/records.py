@@ -84,3 +84,6 @@ class Answer:
     unknown_citations: tuple[int, ...] = ()  # numbers the model cited that name no source: removed from text
     cited_nothing: bool = False  # True: the model was given sources and cited none of them
     usage: Usage = field(default_factory=Usage)
+    # Why generation ended, as OpenAI's API says it: "length" when it used all of max_new_tokens (the
+    # answer may be cut off), "stop" otherwise; "" when no model was called (declined, retrieval-only).
+    finish_reason: str = ""

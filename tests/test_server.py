@@ -93,7 +93,9 @@ def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path, assis
                 {"role": "user", "content": "What is the refund policy?"}]
     r = client.chat.completions.create(model="anything", messages=messages, temperature=0, max_tokens=4)
     assert r.object == "chat.completion" and r.model == tiny_qwen3.name
-    assert r.choices[0].message.role == "assistant" and r.choices[0].finish_reason == "stop"
+    assert r.choices[0].message.role == "assistant"
+    # a random tiny model rarely stops before its 4 tokens: then it was cut off, as OpenAI says
+    assert r.choices[0].finish_reason == ("length" if r.usage.completion_tokens >= 4 else "stop")
     assert isinstance(r.choices[0].message.content, str)
     sources = r.model_extra["sources"]
     assert sources[0]["title"] == "refund_policy" and sources[0]["page"] == 1
@@ -110,7 +112,7 @@ def test_openai_client_plain_and_streamed(tiny_url: str, tiny_qwen3: Path, assis
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
     assert [s["title"] for s in chunks[-1].model_extra["sources"]] == ["refund_policy"]
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     plain = client.chat.completions.create(model="x", messages=messages, max_tokens=4, extra_body={"k": 1})
@@ -296,6 +298,13 @@ def test_usage_plain_and_streamed_with_include_usage(spy_url: str, assistant_kb:
 
     passages = client.chat.completions.create(model="m", messages=messages, extra_body={"retrieval_only": True})
     assert (passages.usage.prompt_tokens, passages.usage.total_tokens) == (0, 0)  # no model was called
+    assert passages.choices[0].finish_reason == "stop"
+
+    # a reply that used all of max_tokens may be cut off: finish_reason "length", plain and streamed
+    cut = client.chat.completions.create(model="m", messages=messages, max_tokens=completion)
+    assert cut.choices[0].finish_reason == "length"
+    streamed = list(client.chat.completions.create(model="m", messages=messages, max_tokens=completion, stream=True))
+    assert streamed[-1].choices[0].finish_reason == "length"
 
 
 def test_openai_backend_reports_the_usage_of_the_server_behind_it(spy_url: str, assistant_kb: Path) -> None:

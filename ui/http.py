@@ -165,7 +165,8 @@ def completion(answer: "Answer", model: str, cid: str, created: int) -> dict:
     if answer.reasoning:
         message["reasoning_content"] = answer.reasoning  # the convention of vLLM/DeepSeek
     return {"id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": answer.finish_reason or "stop"}],
             "usage": usage_json(answer), **extra_fields(answer)}
 
 
@@ -189,7 +190,7 @@ def sse_stream(pieces: "AnswerStream", model: str, cid: str, created: int,
                 yield chunk(cid, created, model, {"content": piece}, **nulls)
             answer = pieces.answer
         extra = {"reasoning_content": answer.reasoning} if answer.reasoning else {}
-        yield chunk(cid, created, model, extra, "stop", **nulls, **extra_fields(answer))
+        yield chunk(cid, created, model, extra, answer.finish_reason or "stop", **nulls, **extra_fields(answer))
         if include_usage:
             yield chunk(cid, created, model, None, usage=usage_json(answer))
     except Exception as e:  # noqa: BLE001 - headers are sent: the error goes into the stream
