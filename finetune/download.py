@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.loading import HUB_TIMEOUT_S, get_elsewhere, offline_mode
+from common.hub import HUB_TIMEOUT_S, get_elsewhere, offline_mode
 from finetune.train_errors import ModelDownloadError, ModelNotFound
 
 MODEL_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")  # config, weights, tokenizer

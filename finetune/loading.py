@@ -16,12 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.hub import get_elsewhere, hub_unreachable, unreachable_why
 from finetune.template import ensure_chat_template
 from finetune.train_errors import DeviceError, MissingDependency, ModelLoadError, ModelNotFound
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_TRUE = ("1", "true", "yes", "on")  # how huggingface_hub spells a set boolean variable
-HUB_TIMEOUT_S = 10.0  # seconds for the one reachability request to the hub
 
 
 def resolve_device(device: str) -> str:
@@ -106,50 +105,11 @@ def local_model_problem(spec: str) -> str | None:
     return None
 
 
-def offline_mode() -> bool:
-    """True when HF_HUB_OFFLINE is set, read now (huggingface_hub reads it once, when first imported)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
-def hub_unreachable(repo_id: str) -> bool:
-    """True when the Hugging Face hub cannot be asked about ``repo_id``: offline mode, or no connection.
-
-    One metadata request without retries (it fails in well under a second where names do not resolve);
-    an answer of any kind, "not found" included, counts as reachable (from_pretrained then says what).
-    """
-    if offline_mode():
-        return True
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S)
-    except HfHubHTTPError:  # the hub answered: unknown, gated or private repo
-        return False
-    except Exception:  # noqa: BLE001 - the connection error types follow the hub's HTTP client
-        return True
-    return False
-
-
-def get_elsewhere(repo_id: str) -> str:
-    """The fix for a hub model that cannot be had here: fetch it on another machine, pass its folder.
-
-    >>> print(get_elsewhere("Qwen/Qwen3-0.6B").replace(", ", ",\\n"))
-    on a machine with internet run `hf download Qwen/Qwen3-0.6B --local-dir ./Qwen3-0.6B`,
-    copy that folder here and pass --model ./Qwen3-0.6B
-    """
-    name = repo_id.split("/")[-1]
-    return (f"on a machine with internet run `hf download {repo_id} --local-dir ./{name}`, copy that folder here "
-            f"and pass --model ./{name}")
-
-
 def _load_error(spec: str, what: str, err: Exception, extra: dict[str, Any]) -> ModelLoadError:
     """The ModelLoadError of ``spec``'s ``what`` (tokenizer, config, weights) failing with ``err``."""
     if extra.get("local_files_only") and isinstance(err, OSError):
-        why = "HF_HUB_OFFLINE is set" if offline_mode() else "the hub cannot be reached"
-        return ModelLoadError(f"cannot load the model {spec!r}: it is not in the local Hugging Face cache and {why}; "
+        return ModelLoadError(f"cannot load the model {spec!r}: it is not in the local Hugging Face cache and "
+                              f"{unreachable_why()}; "
                               f"{get_elsewhere(spec)} (a local folder with config.json, weights and tokenizer files)")
     return ModelLoadError(f"--model {spec}: cannot load its {what} ({type(err).__name__}: {err})")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -308,15 +307,28 @@ def resolve_model_folder(model: str) -> Path:
         return ensure_e5_folder()
     if model in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
         return minilm_path()
-    try:
-        from huggingface_hub import snapshot_download
+    return _hub_snapshot(model)
 
-        return Path(snapshot_download(model, local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1"))
-    except Exception as exc:  # hub errors vary by version; all mean "not available here"
-        raise EmbedderNotFound(
-            f"embedder {model!r} is not a local folder, not {DEFAULT_EMBEDDER!r} and not in the "
-            f"Hugging Face cache ({type(exc).__name__}); pass the path of a model folder"
-        ) from exc
+
+def _hub_snapshot(model: str) -> Path:
+    """The cached snapshot of hub id ``model``, else downloaded; fails within seconds offline (common.hub)."""
+    from huggingface_hub import snapshot_download
+
+    from common.hub import get_elsewhere, hub_unreachable, unreachable_why
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (hub errors vary by version): ask the hub, once
+        pass
+    if hub_unreachable(model):
+        raise EmbedderNotFound(f"embedder {model!r} is not a local folder, not {DEFAULT_EMBEDDER!r} and not in the "
+                               f"Hugging Face cache, and {unreachable_why()}; "
+                               f"{get_elsewhere(model, option='--embedder')}")
+    try:
+        return Path(snapshot_download(model))
+    except Exception as exc:  # noqa: BLE001 - unknown, gated or private repo, or the download failed
+        raise EmbedderNotFound(f"embedder {model!r}: cannot download it from the Hugging Face hub "
+                               f"({type(exc).__name__}: {exc}); pass the path of a model folder") from exc
 
 
 def load_embedder(name_or_path: str = DEFAULT_EMBEDDER) -> Embedder:

@@ -11,7 +11,6 @@ True
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,20 +41,34 @@ class Reranker:
         return f"Reranker({self.model_name!r})"
 
     def _load(self) -> Any:
+        """The CrossEncoder: a local folder or cached hub id; else downloaded, unless the hub is off or out
+        of reach (one request, common.hub): then RerankerNotFound within seconds, not after retries."""
         if self._model is None:
-            from sentence_transformers import CrossEncoder
+            from common.hub import get_elsewhere, hub_unreachable, unreachable_why
 
-            local = Path(self.model_name).expanduser().is_dir()
+            name = self.model_name
             try:
-                self._model = CrossEncoder(
-                    self.model_name, max_length=self.max_length, device=self.device,
-                    local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1")
-            except OSError as exc:  # transformers raises OSError for a missing/unreachable model
-                raise RerankerNotFound(
-                    f"reranker {self.model_name!r} is not a local cross-encoder folder nor in the "
-                    f"Hugging Face cache ({exc.__class__.__name__}); pass the path of a model folder"
-                ) from exc
+                self._model = self._cross_encoder(local_files_only=True)
+            except OSError as exc:  # transformers raises OSError for a model that is not there
+                if Path(name).expanduser().is_dir():
+                    raise RerankerNotFound(f"reranker {name!r}: the folder is not a cross-encoder model "
+                                           f"({type(exc).__name__}: {exc})") from exc
+                if hub_unreachable(name):
+                    raise RerankerNotFound(
+                        f"reranker {name!r} is not a local cross-encoder folder nor in the Hugging Face cache, "
+                        f"and {unreachable_why()}; {get_elsewhere(name, option='--reranker')}") from exc
+                try:
+                    self._model = self._cross_encoder(local_files_only=False)
+                except OSError as err:
+                    raise RerankerNotFound(f"reranker {name!r}: cannot download it from the Hugging Face hub "
+                                           f"({type(err).__name__}: {err}); pass the path of a model folder") from err
         return self._model
+
+    def _cross_encoder(self, *, local_files_only: bool) -> Any:
+        from sentence_transformers import CrossEncoder
+
+        return CrossEncoder(self.model_name, max_length=self.max_length, device=self.device,
+                            local_files_only=local_files_only)
 
     def scores(self, query: str, texts: Sequence[str]) -> list[float]:
         """One relevance score per text (higher is more relevant)."""

@@ -172,3 +172,24 @@ def test_single_queries_run_on_one_torch_thread_and_restore_it(monkeypatch):
     default = emb.encode_queries(queries)  # a batch keeps torch's setting
     assert seen[-1] == threads
     assert np.allclose(singles, batch, atol=1e-5) and np.allclose(default, batch, atol=1e-5)
+
+
+def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):
+    """A hub id not in the cache while the hub does not answer: one check, no download, the fix named."""
+    import huggingface_hub
+
+    import common.hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(common.hub, "offline_mode", lambda: False)
+    monkeypatch.setattr(common.hub, "hub_unreachable", lambda repo: True)
+    calls = []
+
+    def snapshot(repo, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    with pytest.raises(EmbedderNotFound, match=r"cannot be reached.*hf download org/m .*--embedder ./m"):
+        load_embedder("org/m").dim
+    assert calls == [True]

@@ -64,3 +64,25 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RerankerNotFound, match="no-such-reranker"):
         Reranker("org/no-such-reranker").rerank("q", HITS, top_k=1)
+
+
+def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):
+    """Not offline, but the hub does not answer: one reachability check, no download attempt (the
+    hub client's own retries took ~57 s here), and the message says how to get the model."""
+    import sentence_transformers
+
+    import common.hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(common.hub, "offline_mode", lambda: False)
+    asked, loads = [], []
+    monkeypatch.setattr(common.hub, "hub_unreachable", lambda repo: asked.append(repo) or True)
+
+    def cross_encoder(name, **kwargs):
+        loads.append(kwargs["local_files_only"])
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(sentence_transformers, "CrossEncoder", cross_encoder)
+    with pytest.raises(RerankerNotFound, match=r"cannot be reached.*hf download org/x .*--reranker ./x"):
+        Reranker("org/x").rerank("q", HITS, top_k=1)
+    assert asked == ["org/x"] and loads == [True]  # the cache only: never a download
