@@ -37,6 +37,7 @@ ACCEPTED = ("alpaca (instruction, input, output [, system, history]), "
 ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 RECORD_KEYS = ("instruction", "output", "conversations", "messages")
 _WS = re.compile(r"[ \t\n\r]*")
+_UNDECODED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, escaped by "surrogateescape"
 
 
 @dataclass(frozen=True)
@@ -67,25 +68,19 @@ class _Text:
 def iter_records(path: Path) -> Iterator[RawRecord | Problem]:
     """Yield the records of one JSON or JSONL file in file order, with a Problem in place of each bad one."""
     name = str(path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        yield problem(f"{name}:{line}", UNREADABLE, f"not UTF-8 text ({err.reason} at byte {err.start})",
-                      "save the file as UTF-8")
-        return
+    # Bytes that are not UTF-8 become lone surrogates (U+DC80-DCFF): only the records holding them are lost.
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     doc = _Text(name, text)
     start = doc.skip_ws(0)
     count = 0
     if start == len(text):
         pass
-    elif text[start] == "[":
-        for item in _iter_array(doc, start):
+    elif path.suffix.lower() in (".jsonl", ".ndjson") or (text[start] == "{" and _looks_like_jsonl(text)):
+        for item in _iter_jsonl(doc):  # by line, whatever a line holds (a JSONL file is never one array)
             count += 1
             yield item
-    elif path.suffix.lower() in (".jsonl", ".ndjson") or (text[start] == "{" and _looks_like_jsonl(text)):
-        for item in _iter_jsonl(doc):
+    elif text[start] == "[":
+        for item in _iter_array(doc, start):
             count += 1
             yield item
     else:
@@ -100,18 +95,67 @@ def iter_records(path: Path) -> Iterator[RawRecord | Problem]:
 def _looks_like_jsonl(text: str) -> bool:
     """JSONL under a .json name: not one JSON value, and one of the first 20 lines is a whole object."""
     try:
-        json.loads(text)
+        _decode(text)
         return False  # one JSON value (also a one-line object file)
     except json.JSONDecodeError:
         pass
     lines = [line for line in text.split("\n", 200)[:200] if line.strip()][:20]
     for line in lines:
         try:
-            if isinstance(json.loads(line), dict):
+            if isinstance(_decode(line)[0], dict):
                 return True
         except json.JSONDecodeError:
             continue
     return False
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON; write a number or null")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # NaN / Infinity are Python's extension, not JSON
+
+
+def _decode(text: str, pos: int = 0, *, whole: bool = True) -> tuple[object, int]:
+    """The JSON value at ``pos`` and its end (``whole``: nothing but blanks may surround it), every
+    failure a JSONDecodeError: bad syntax, NaN/Infinity, an integer over Python's 4,300-digit
+    conversion limit (a ValueError there) and nesting past the recursion limit (a RecursionError).
+
+    >>> _decode(' {"a": [1, 2]} ')[0], _decode('[1, 2], [3]', 1, whole=False)
+    ({'a': [1, 2]}, (1, 2))
+    >>> for bad in ('{"n": NaN}', '{"n": ' + '9' * 5000 + '}', '[' * 5000 + ']' * 5000, '{} {}'):
+    ...     try:
+    ...         _decode(bad)
+    ...     except json.JSONDecodeError as err:
+    ...         print(err.msg)
+    NaN is not JSON; write a number or null
+    a number with over 4,300 digits
+    nested too deeply to read
+    Extra data
+    """
+    pos = _WS.match(text, pos).end() if whole else pos
+    try:
+        value, end = _DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", text, pos) from None
+    except ValueError as err:
+        message = "a number with over 4,300 digits" if "digits" in str(err) else str(err)
+        raise json.JSONDecodeError(message, text, pos) from None
+    if whole and text[end:].strip():
+        raise json.JSONDecodeError("Extra data", text, _WS.match(text, end).end())
+    return value, end
+
+
+def _bad_bytes(doc: "_Text", start: int, end: int) -> Problem | None:
+    """The problem of a record whose text holds bytes that are not UTF-8 (see :func:`iter_records`)."""
+    bad = _UNDECODED.search(doc.text, start, end)
+    if bad is None:
+        return None
+    byte = ord(bad.group()) - 0xDC00
+    return problem(doc.source(bad.start()), UNREADABLE, f"not UTF-8 text (byte 0x{byte:02x} at line "
+                   f"{doc.line(bad.start())})", "save the file as UTF-8; the other records were read")
 
 
 def _bad_json(doc: _Text, err: json.JSONDecodeError, fix: str) -> Problem:
@@ -120,11 +164,17 @@ def _bad_json(doc: _Text, err: json.JSONDecodeError, fix: str) -> Problem:
 
 
 def _iter_jsonl(doc: _Text) -> Iterator[RawRecord | Problem]:
+    offset = 0
     for number, line in enumerate(doc.text.split("\n"), start=1):
+        start, offset = offset, offset + len(line) + 1
         if not line.strip():
             continue
+        bad = _bad_bytes(doc, start, offset)
+        if bad is not None:
+            yield bad
+            continue
         try:
-            value = json.loads(line)
+            value, _ = _decode(line)
         except json.JSONDecodeError as err:
             source = f"{doc.name}:{number}"
             yield problem(source, BAD_JSON, f"bad JSON: {err.msg} (line {number} column {err.colno})",
@@ -135,8 +185,12 @@ def _iter_jsonl(doc: _Text) -> Iterator[RawRecord | Problem]:
 
 def _iter_document(doc: _Text, start: int) -> Iterator[RawRecord | Problem]:
     """A file holding one JSON value: one record, or an object with one list of records."""
+    bad = _bad_bytes(doc, start, len(doc.text))
+    if bad is not None:
+        yield bad
+        return
     try:
-        value = json.loads(doc.text)
+        value, _ = _decode(doc.text)
     except json.JSONDecodeError as err:
         yield _bad_json(doc, err, "fix the syntax there; nothing else in this file could be read")
         return
@@ -169,13 +223,13 @@ def _value_position(doc: _Text, start: int, wanted: str) -> int:
 
 def _iter_array(doc: _Text, start: int) -> Iterator[RawRecord | Problem]:
     """Elements of the array at ``start`` with their start lines; bad elements become problems."""
-    decoder, text = json.JSONDecoder(), doc.text
+    text = doc.text
     pos = doc.skip_ws(start + 1)
     if text.startswith("]", pos):
         return
     while pos < len(text):
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = _decode(text, pos, whole=False)
         except json.JSONDecodeError as err:
             nxt = _resync(doc, pos)
             yield _bad_json(doc, err, _resync_fix(doc, pos, nxt))
@@ -183,7 +237,7 @@ def _iter_array(doc: _Text, start: int) -> Iterator[RawRecord | Problem]:
                 return
             pos = nxt
             continue
-        yield RawRecord(doc.source(pos), value)
+        yield _bad_bytes(doc, pos, end) or RawRecord(doc.source(pos), value)
         pos = doc.skip_ws(end)
         if text.startswith(",", pos):
             pos = doc.skip_ws(pos + 1)
@@ -291,7 +345,7 @@ def _alpaca(value: dict) -> list[Message]:
     output = _text(value, "output", required=True)
     system = _text(value, "system", required=False)
     messages = [Message("system", system)] if system.strip() else []
-    history = value.get("history") or []
+    history = [] if value.get("history") is None else value["history"]  # 0 or "" is a mistake, not "none"
     if not isinstance(history, list):
         raise _Invalid(BAD_FIELD, f"'history' must be a list of [user, assistant] pairs, got "
                        f"{type(history).__name__}", "write history as [[user, assistant], ...]")
