@@ -191,5 +191,5 @@ def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
     with pytest.raises(EmbedderNotFound, match=r"cannot be reached.*hf download org/m .*--embedder ./m"):
-        load_embedder("org/m").dim
+        _ = load_embedder("org/m").dim
     assert calls == [True]

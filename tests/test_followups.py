@@ -169,7 +169,7 @@ def test_searched_question_is_shown_in_json_server_and_ui(two_docs_kb: object, b
     assert [m["metadata"]["title"] for m in notes] == [f"🔎 searched: {searched}"]
     plain = bot.ask(FEE_Q, history=turn(LEAVE_Q))
     assert not any("searched" in (m.get("metadata") or {}).get("title", "") for m in answer_messages(plain))
-    client = TestClient(create_app(bot))
+    client = TestClient(create_app(bot, allowed_host=("testserver",)))
     messages = [*turn(FEE_Q), {"role": "user", "content": "What about the HV500?"}]
     body = client.post("/v1/chat/completions", json={"messages": messages}).json()
     assert body["search_queries"] == [searched] and body["citations"][0]["title"] == MANUAL

@@ -172,10 +172,61 @@ def test_eight_concurrent_requests_keep_their_own_sources(spy_url: str) -> None:
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages.0.content"),
     ({"messages": "hello"}, "messages"),
 ])
-def test_malformed_requests_get_400_with_a_message(spy_url: str, body: dict, fragment: str) -> None:
+def test_malformed_requests_are_refused_with_a_message(spy_url: str, body: dict, fragment: str) -> None:
+    """A request the schema refuses: 422 naming the field (param); a well-formed one we cannot serve: 400."""
     r = httpx.post(f"{spy_url}/v1/chat/completions", json=body, timeout=10)
-    assert r.status_code == 400, r.text
+    schema = ":" in fragment or fragment in ("temperature", "max_tokens", "mode", "messages.0.role",
+                                             "messages.0.content", "messages")
+    assert r.status_code == (422 if schema else 400), r.text
     assert fragment in r.json()["error"]["message"]
+    if schema:
+        assert r.json()["error"]["param"].split(".")[0] in ("messages", "temperature", "max_tokens", "n", "mode")
+
+
+@pytest.mark.parametrize("field, value", [("k", "3"), ("stream", "yes"), ("temperature", "0.5"), ("max_tokens", 4.5),
+                                          ("retrieval_only", 1)])
+def test_strict_types_name_the_field(spy_url: str, field: str, value: object) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], field: value}
+    r = httpx.post(f"{spy_url}/v1/chat/completions", json=body, timeout=10)
+    assert r.status_code == 422 and r.json()["error"]["param"] == field, r.text
+
+
+def test_key_host_and_body_size_are_checked_before_the_body(assistant_kb: Path) -> None:
+    """Key first (401 for malformed JSON without a key), docs behind the key, /health open; a foreign
+    Host header refused (DNS rebinding); a body over the limit 413 (by length and when chunked)."""
+    from assistant.answer import Assistant
+    from ui.http import create_app
+
+    bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(echo_source), condense="off", mode="bm25", k=1)
+    with running(create_app(bot, api_key="k3y", max_body_mb=0.01)) as url:
+        chat = f"{url}/v1/chat/completions"
+        r = httpx.post(chat, content=b"{not json", headers={"content-type": "application/json"}, timeout=10)
+        assert r.status_code == 401
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert httpx.get(f"{url}{path}", timeout=10).status_code == 401, path
+        key = {"Authorization": "Bearer k3y"}
+        assert httpx.get(f"{url}/openapi.json", headers=key, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "ok"
+        rebound = httpx.get(f"{url}/health", headers={"Host": "evil.example.com"}, timeout=10)
+        assert rebound.status_code == 400
+        big = {"messages": [{"role": "user", "content": "x" * 20_000}]}
+        r = httpx.post(chat, json=big, headers=key, timeout=10)
+        assert r.status_code == 413 and "--max-body-mb" in r.json()["error"]["message"]
+        chunked = httpx.post(chat, content=iter([json.dumps(big).encode()]), timeout=10,
+                             headers={**key, "content-type": "application/json"})
+        assert chunked.status_code == 413
+        small = httpx.post(chat, json={"messages": [{"role": "user", "content": "refund policy"}]}, headers=key,
+                           timeout=10)
+        assert small.status_code == 200 and small.json()["model"] == "spy"
+
+
+def test_retrieval_only_server_names_no_model(assistant_kb: Path) -> None:
+    from assistant.answer import Assistant
+    from ui.http import create_app
+
+    bot = Assistant(kb=assistant_kb, retrieval_only=True, mode="bm25", k=1)
+    with running(create_app(bot)) as url:
+        assert httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"] == "retrieval-only"
 
 
 def test_invalid_json_and_wrong_method(spy_url: str) -> None:
@@ -215,7 +266,7 @@ def test_settings_reach_the_assistant(assistant_kb: Path) -> None:
 
     spy = SpyBackend("Fine [1].")
     bot = Assistant(kb=assistant_kb, model="spy", backend=spy, condense="off")
-    client = TestClient(create_app(bot))
+    client = TestClient(create_app(bot, allowed_host=("testserver",)))
     r = client.post("/v1/chat/completions", json={
         "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": TARGETS[6][0]}],
         "temperature": 0.7, "top_p": 0.5, "max_tokens": 33, "k": 2, "mode": "bm25", "thinking": False})
@@ -241,7 +292,8 @@ def test_failure_mid_stream_is_reported_in_the_stream(assistant_kb: Path) -> Non
             raise RuntimeError("out of memory")
 
     bot = Assistant(kb=assistant_kb, model="spy", backend=Failing(), condense="off", mode="bm25")
-    client = TestClient(create_app(bot), raise_server_exceptions=False)  # as uvicorn: answer, then log
+    # as uvicorn: answer, then log
+    client = TestClient(create_app(bot, allowed_host=("testserver",)), raise_server_exceptions=False)
     body = {"messages": [{"role": "user", "content": TARGETS[0][0]}], "stream": True}
     lines = [line for line in client.post("/v1/chat/completions", json=body).text.splitlines() if line]
     assert lines[-1] == "data: [DONE]"
@@ -259,7 +311,7 @@ def test_errors_map_to_status_codes_by_the_one_table(assistant_kb: Path, tmp_pat
     from ui.http import create_app
 
     bot = Assistant(kb=assistant_kb, model="Qwen/Qwen3-0.6B-not-cached-here", condense="off", mode="bm25")
-    client = TestClient(create_app(bot), raise_server_exceptions=False)
+    client = TestClient(create_app(bot, allowed_host=("testserver",)), raise_server_exceptions=False)
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": TARGETS[0][0]}]})
     assert r.status_code == 503 and "--retrieval-only" in r.json()["error"]["message"], r.text
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "   "}]})
@@ -337,7 +389,7 @@ def test_unknown_citations_and_cited_nothing_in_responses(assistant_kb: Path) ->
                     "No idea, honestly.", "No idea, honestly."])
     bot = Assistant(kb=assistant_kb, model="spy", backend=SpyBackend(lambda m: next(replies)), condense="off",
                     mode="bm25", k=2)
-    client = TestClient(create_app(bot))
+    client = TestClient(create_app(bot, allowed_host=("testserver",)))
     body = {"messages": [{"role": "user", "content": TARGETS[2][0]}]}
     plain = client.post("/v1/chat/completions", json=body).json()
     assert plain["choices"][0]["message"]["content"] == "A restocking fee. Refunded in full [1]."

@@ -22,16 +22,17 @@ per-request settings (``extra_body`` in the ``openai`` client).
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Union
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ui.http_guard import DEFAULT_MAX_BODY_MB, LOOPBACK
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -41,17 +42,19 @@ if TYPE_CHECKING:
     from assistant.records import Answer
 
 log = logging.getLogger(__name__)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 # -- request schema ---------------------------------------------------------------------
+# strict: "3" is not an int and "yes" not a bool (422 naming the field); JSON ints are still floats
 class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # name, tool_calls, ...: accepted, not used
+    model_config = ConfigDict(extra="ignore", strict=True)  # name, tool_calls, ...: accepted, not used
 
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart], None] = None
@@ -63,7 +66,7 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     include_usage: bool = False
 
@@ -71,7 +74,7 @@ class StreamOptions(BaseModel):
 class ChatRequest(BaseModel):
     """The fields of OpenAI's chat-completion request we honour, plus our retrieval settings."""
 
-    model_config = ConfigDict(extra="ignore")  # seed, user, stop, ...: accepted, not used
+    model_config = ConfigDict(extra="ignore", strict=True)  # seed, user, stop, ...: accepted, not used
 
     model: str | None = None
     messages: list[Message]
@@ -205,37 +208,48 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
 
 
 def model_id(assistant: "Assistant") -> str:
-    """The model name the API reports: the model's folder name (not its full path) or hub id."""
+    """The model name the API reports: the model's folder name (not its full path) or hub id; the
+    endpoint's model behind ``--endpoint``; ``retrieval-only`` when no model answers."""
     cfg = assistant.config
+    if cfg.retrieval_only:
+        return "retrieval-only"
     base = Path(cfg.model).name if Path(cfg.model).expanduser().is_dir() else cfg.model
     return f"{base}+{Path(cfg.adapter).name}" if cfg.adapter else base
 
 
 # -- the app ----------------------------------------------------------------------------
-def create_app(assistant: "Assistant", api_key: str | None = None) -> "FastAPI":
-    """The FastAPI app serving ``assistant``; with ``api_key`` every request needs ``Bearer <key>``.
+def create_app(assistant: "Assistant", api_key: str | None = None, *, host: str = "127.0.0.1",
+               allowed_host: Sequence[str] = (), max_body_mb: float = DEFAULT_MAX_BODY_MB) -> "FastAPI":
+    """The FastAPI app serving ``assistant``; with ``api_key`` every request but ``/health`` needs
+    ``Bearer <key>`` (checked before the body is read); ``host`` is the bind address, which decides the
+    Host headers answered unless ``allowed_host`` names them; bodies over ``max_body_mb`` get 413.
+    See :mod:`ui.http_guard`.
 
     >>> app = create_app(bot, api_key="secret")      # doctest: +SKIP
     """
-    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi import FastAPI, HTTPException
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from ui.http_guard import Guard, allowed_hosts
 
     app = FastAPI(title="qwen-domain-assistant", description="OpenAI-compatible RAG assistant API")
     _install_error_handlers(app)
-    auth = [Depends(_bearer_check(api_key))]
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=int(max_body_mb * 1e6))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, allowed_host))  # outermost: first
     name = model_id(assistant)
     started = int(time.time())
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models")
     def models() -> dict:
         return {"object": "list", "data": [_model_card(name, started)]}
 
-    @app.get("/v1/models/{model:path}", dependencies=auth)  # :path: hub ids such as Qwen/Qwen3-0.6B
+    @app.get("/v1/models/{model:path}")  # :path: hub ids such as Qwen/Qwen3-0.6B
     def model(model: str) -> dict:
         if model != name:
             raise HTTPException(404, f"model {model!r} is not served here; this server serves {name!r}")
         return _model_card(name, started)
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post("/v1/chat/completions")
     def chat_completions(req: ChatRequest) -> Any:  # sync: FastAPI runs it in its thread pool
         return _complete(assistant, req, name)
 
@@ -265,25 +279,6 @@ def _model_card(name: str, created: int) -> dict:
     return {"id": name, "object": "model", "created": created, "owned_by": "local"}
 
 
-def _bearer_check(api_key: str | None):  # noqa: ANN202 - a FastAPI dependency
-    from fastapi import Request
-
-    def check(request) -> None:  # noqa: ANN001 - annotated below (postponed annotations)
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise _Unauthorized("missing or wrong API key: send the header `Authorization: Bearer <key>` "
-                                "with the key the server was started with (--api-key)")
-    check.__annotations__["request"] = Request  # FastAPI injects the request by this type
-    return check
-
-
-class _Unauthorized(Exception):
-    pass
-
-
 def _install_error_handlers(app: "FastAPI") -> None:
     """OpenAI-style JSON errors: 400 for bad requests, 401 for a bad key; the packages' typed errors by
     the one table of :mod:`ui.errors` (bad input: 400; could not be done here and now, e.g. the model
@@ -300,15 +295,14 @@ def _install_error_handlers(app: "FastAPI") -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: "Request", exc: RequestValidationError) -> JSONResponse:
-        return reply(400, "invalid request: " + validation_message(exc.errors()))
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):  # not JSON at all: a bad request
+            return reply(400, "invalid request: the body is not valid JSON: " + validation_message(errors))
+        return reply(422, "invalid request: " + validation_message(errors), param=first_field(errors))
 
     @app.exception_handler(RequestError)
     async def bad(_: "Request", exc: RequestError) -> JSONResponse:
         return reply(400, str(exc), param=exc.param)
-
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_: "Request", exc: _Unauthorized) -> JSONResponse:
-        return reply(401, str(exc), code="invalid_api_key")
 
     @app.exception_handler(HTTPException)
     async def http(_: "Request", exc: HTTPException) -> JSONResponse:
@@ -325,6 +319,15 @@ def _install_error_handlers(app: "FastAPI") -> None:
         return reply(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
 
 
+def first_field(errors: Any) -> str | None:
+    """The dotted name of the first field pydantic refused (OpenAI's ``param``), e.g. ``messages.0.role``."""
+    for e in errors:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        if loc:
+            return loc
+    return None
+
+
 def validation_message(errors: Any) -> str:
     """``messages.0.role: Input should be 'system', 'user'...; temperature: ...`` from pydantic errors."""
     parts = []
@@ -334,11 +337,13 @@ def validation_message(errors: Any) -> str:
     return "; ".join(parts)
 
 
-def serve(assistant: "Assistant", *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def serve(assistant: "Assistant", *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          allowed_host: Sequence[str] = (), max_body_mb: float = DEFAULT_MAX_BODY_MB) -> None:
     """Serve ``assistant`` with uvicorn until interrupted (loopback only unless ``host`` says otherwise)."""
     import uvicorn
 
     if host not in LOOPBACK and not api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can query "
                     "your documents", host)
-    uvicorn.run(create_app(assistant, api_key=api_key), host=host, port=port, log_level="info")
+    app = create_app(assistant, api_key=api_key, host=host, allowed_host=allowed_host, max_body_mb=max_body_mb)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -21,6 +21,7 @@ from assistant.config import AssistantConfig
 from assistant.evaluation.run import EvalConfig
 from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options
 from ui.errors import friendly
+from ui.http_guard import DEFAULT_MAX_BODY_MB
 from ui.web.uploads import DEFAULT_MAX_UPLOAD_MB
 
 app = typer.Typer(help="Ask questions about your documents: answers grounded in cited pages.",
@@ -143,6 +144,11 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
           port: int = typer.Option(8000, help="TCP port"),
           api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ASSISTANT_API_KEY",
                                                 help="API key clients must send as 'Bearer KEY'; none: open"),
+          allowed_host: list[str] = typer.Option([], "--allowed-host", help=(
+              "Host header the server answers (repeatable); default: the loopback names when --host is "
+              "loopback, any name when it is 0.0.0.0")),
+          max_body_mb: float = typer.Option(DEFAULT_MAX_BODY_MB, min=0.001,
+                                            help="largest request body, MB (413 above)"),
           *, config: AssistantConfig) -> None:
     """Serve the assistant over HTTP (OpenAI-compatible API).
 
@@ -151,7 +157,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
     """
     from ui.http import serve as run_server
 
-    run_server(_assistant(config), host=host, port=port, api_key=api_key)
+    run_server(_assistant(config), host=host, port=port, api_key=api_key, allowed_host=tuple(allowed_host),
+               max_body_mb=max_body_mb)
 
 
 def _systems(values: tuple[str, ...]) -> tuple[str, ...]:
