@@ -190,6 +190,7 @@ def _ingest(run: _Run, found: Any, password: str | None, progress: bool) -> None
     rows += [FileResult(path=str(other), status="skipped",  # in a folder or glob: listed, not a failure
                         reason=f"not a supported file type (supported: {', '.join(DEFAULT_SUFFIXES)})")
              for other in found.unsupported]
+    rows += [FileResult(path=odd.path, status="skipped", reason=odd.reason) for odd in found.special]  # links, pipes
     run.results.update(enumerate(rows))
     batch = _Batch(run)
     for order, path in enumerate(tqdm(found.paths, desc="reading", unit="file", disable=not progress),

@@ -1,9 +1,11 @@
 """Command-line arguments -> document files (files, globs with ``**``, folders)."""
 from __future__ import annotations
 
-import glob
+import errno
+import os
+import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.load import SUPPORTED_SUFFIXES
@@ -31,41 +33,102 @@ def _hidden(path: Path, root: Path) -> bool:
 @dataclass(frozen=True)
 class Expansion:
     """What :func:`expand` made of the arguments: the document files (sorted unique absolute paths),
-    one :class:`PathProblem` per argument that named no usable file, and the other files found in
-    the folders and globs (sorted unique absolute paths: unsupported types, reported as skipped)."""
+    one :class:`PathProblem` per argument that named no usable file, the other files found in the
+    folders and globs (sorted unique absolute paths: unsupported types, reported as skipped), and the
+    entries found there that are not files at all (symbolic links that loop or point nowhere, named
+    pipes, sockets, devices), each with its reason."""
 
     paths: list[Path]
     problems: list[PathProblem]
     unsupported: list[Path]
+    special: list[PathProblem] = field(default_factory=list)
 
 
-def _walk(folder: Path) -> list[Path]:
-    """Every file under ``folder``, recursively, skipping hidden files and folders (.git)."""
-    return [p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder)]
+def not_a_file(path: Path) -> str:
+    """Why the directory entry ``path`` cannot be read as a document ("" for a regular file).
+
+    >>> import os, tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> os.symlink(root / "loop", root / "loop"); os.symlink(root / "gone", root / "dangling"); os.mkfifo(root / "pipe")
+    >>> for name in ("loop", "dangling", "pipe", "missing"):
+    ...     print(not_a_file(root / name))
+    is a symbolic link that loops
+    is a symbolic link to nothing (its target does not exist)
+    is a named pipe (FIFO), not a file
+    does not exist
+    """
+    try:
+        mode = path.stat().st_mode  # follows links
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link that loops"
+        if path.is_symlink():
+            return "is a symbolic link to nothing (its target does not exist)"
+        return "does not exist" if err.errno == errno.ENOENT else f"cannot be read ({err.strerror})"
+    kinds = ((stat.S_ISREG, ""), (stat.S_ISDIR, "is a folder, not a file"),
+             (stat.S_ISFIFO, "is a named pipe (FIFO), not a file"), (stat.S_ISSOCK, "is a socket, not a file"))
+    return next((why for test, why in kinds if test(mode)), "is a device, not a file")
 
 
-def _expand_one(arg: str, suffixes: tuple[str, ...]) -> tuple[list[Path], list[Path], str | None]:
-    """(supported files, other files, the problem) of one argument."""
+def _walk(folder: Path, entries: Iterable[Path] | None = None) -> tuple[list[Path], list[PathProblem]]:
+    """(every file under ``folder``, every entry there that is no file) recursively, skipping hidden
+    files and folders (.git); pathlib's walk does not enter symbolic links to folders (no loops)."""
+    files, special = [], []
+    for p in folder.rglob("*") if entries is None else entries:
+        if _hidden(p, folder) or p.is_dir():
+            continue
+        why = not_a_file(p)
+        if why:
+            special.append(PathProblem(str(p), f"'{p}' {why}"))
+        else:
+            files.append(p)
+    return files, special
+
+
+def _glob(pattern: str) -> tuple[list[Path], Path]:
+    """Matches of ``pattern`` (``**`` recurses) and the folder it starts from. Walked by pathlib like a
+    folder (symbolic links to folders are not entered: ``glob.glob(recursive=True)`` follows them,
+    round a loop for minutes); hidden entries below that folder are left out as in folders."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
+    base = Path(*parts[:first]) if first else Path(".")
+    rest = str(Path(*parts[first:]))
+    if not base.is_dir():
+        return [], base
+    return [p for p in base.glob(rest) if not _hidden(p, base)], base
+
+
+_One = tuple[list[Path], list[Path], list[PathProblem], "str | None"]
+
+
+def _split(files: list[Path], suffixes: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
+    return [p for p in files if p.suffix.lower() in suffixes], [p for p in files if p.suffix.lower() not in suffixes]
+
+
+def _expand_one(arg: str, suffixes: tuple[str, ...]) -> _One:
+    """(supported files, other files, entries that are no files, the problem) of one argument."""
     names = ", ".join(suffixes)
     if _GLOB_CHARS & set(arg):
-        matches = [Path(m) for m in glob.glob(arg, recursive=True)]
+        matches, base = _glob(arg)
         if not matches:
-            return [], [], f"no file matches {arg!r}"
-        files = [m for m in matches if m.is_file()] + [p for m in matches if m.is_dir() for p in _walk(m)]
-        found = [p for p in files if p.suffix.lower() in suffixes]
-        other = [p for p in files if p.suffix.lower() not in suffixes]
-        return found, other, None if found else f"no {names} file matches {arg!r}"
+            return [], [], [], f"no file matches {arg!r}"
+        files, special = _walk(base, [m for m in matches if not m.is_dir()])
+        for folder in (m for m in matches if m.is_dir()):
+            more, odd = _walk(folder)
+            files, special = files + more, special + odd
+        found, other = _split(files, suffixes)
+        return found, other, special, None if found else f"no {names} file matches {arg!r}"
     path = Path(arg)
     if path.is_dir():
-        files = _walk(path)
-        found = [p for p in files if p.suffix.lower() in suffixes]
-        other = [p for p in files if p.suffix.lower() not in suffixes]
-        return found, other, None if found else f"folder {arg!r} holds no {names} files"
-    if path.is_file():
-        if path.suffix.lower() in suffixes:
-            return [path], [], None
-        return [], [], f"{arg!r} is not a supported file type (supported: {names})"
-    return [], [], f"{arg!r} does not exist"
+        files, special = _walk(path)
+        found, other = _split(files, suffixes)
+        return found, other, special, None if found else f"folder {arg!r} holds no {names} files"
+    why = not_a_file(path)
+    if why:
+        return [], [], [], f"{arg!r} {why}"
+    if path.suffix.lower() in suffixes:
+        return [path], [], [], None
+    return [], [], [], f"{arg!r} is not a supported file type (supported: {names})"
 
 
 def expand_paths(args: Sequence[str], *,
@@ -104,12 +167,15 @@ def expand(args: Sequence[str], *, suffixes: Iterable[str] = DEFAULT_SUFFIXES) -
     wanted = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
     found: set[Path] = set()
     other: set[Path] = set()
+    special: dict[str, PathProblem] = {}
     problems: list[PathProblem] = []
     for arg in args:
-        paths, others, problem = _expand_one(str(arg), wanted)
+        paths, others, odd, problem = _expand_one(str(arg), wanted)
         found.update(p.resolve() for p in paths)
         other.update(p.resolve() for p in others)
+        special.update((os.path.abspath(p.path), p) for p in odd)  # abspath: a loop does not resolve
         if problem:
             problems.append(PathProblem(path=str(arg), reason=problem))
     named = {Path(a).resolve() for a in map(str, args) if not _GLOB_CHARS & set(a) and Path(a).is_file()}
-    return Expansion(sorted(found), problems, sorted(other - found - named))  # a named file has its own row
+    return Expansion(sorted(found), problems, sorted(other - found - named),  # a named file has its own row
+                     [special[k] for k in sorted(special)])

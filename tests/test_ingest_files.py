@@ -90,3 +90,32 @@ def test_importing_ingest_stays_light() -> None:
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_links_pipes_and_loops_get_their_own_reason_and_globs_do_not_follow_loops(tmp_path: Path) -> None:
+    """A `**` glob walks like a folder (symbolic links to folders are not entered, so a link back up
+    cannot loop); entries that are no files (a looping or dangling link, a FIFO) are listed with why;
+    one named directly says why too, never "does not exist"."""
+    import os
+
+    from ingest.files import expand
+
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("a")
+    (docs / "sub" / "b.md").write_text("b")
+    os.symlink(docs, docs / "sub" / "up")  # a loop through a folder link
+    os.symlink(docs / "self.md", docs / "self.md")  # a file link that loops
+    os.symlink(docs / "gone.md", docs / "dangling.md")
+    os.mkfifo(docs / "pipe.md")
+    for args in ([str(docs)], [str(docs / "**" / "*.md")]):
+        found = expand(args)
+        assert [p.relative_to(docs).as_posix() for p in found.paths] == ["a.md", "sub/b.md"], args
+        reasons = {Path(p.path).name: p.reason for p in found.special}
+        assert reasons == {"self.md": f"'{docs / 'self.md'}' is a symbolic link that loops",
+                           "dangling.md": f"'{docs / 'dangling.md'}' is a symbolic link to nothing (its target "
+                                          "does not exist)",
+                           "pipe.md": f"'{docs / 'pipe.md'}' is a named pipe (FIFO), not a file"}, args
+    named = expand([str(docs / "pipe.md"), str(docs / "self.md")]).problems
+    assert [p.reason.split("' ")[1] for p in named] == ["is a named pipe (FIFO), not a file",
+                                                         "is a symbolic link that loops"]

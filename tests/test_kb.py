@@ -304,3 +304,16 @@ def test_unsupported_files_in_a_folder_are_listed_as_skipped(tmp_path: Path, doc
     rows = {Path(f.path).name: f for f in report.files}
     assert rows["notes.odt"].status == "skipped" and "not a supported file type" in rows["notes.odt"].reason
     assert ".hidden.odt" not in rows and report.ok and report.count("added") == 3
+
+
+def test_links_and_pipes_in_a_folder_are_listed_as_skipped(tmp_path: Path, docs: Path) -> None:
+    import os
+
+    os.symlink(docs / "loop.md", docs / "loop.md")
+    os.mkfifo(docs / "pipe.txt")
+    with open_kb(tmp_path) as kb:
+        report = kb.add([docs])
+    rows = {Path(f.path).name: f for f in report.files}
+    assert rows["loop.md"].status == "skipped" and rows["loop.md"].reason.endswith("is a symbolic link that loops")
+    assert rows["pipe.txt"].status == "skipped" and "named pipe" in rows["pipe.txt"].reason
+    assert report.ok and report.count("added") == 3
