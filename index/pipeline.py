@@ -201,6 +201,23 @@ def _ingest(run: _Run, found: Any, password: str | None, progress: bool) -> None
     batch.flush(progress)
 
 
+def no_text_reason(doc: Any) -> str:
+    """Why a loaded document (``ingest.records.Document``) gave no chunk: for pages that are images
+    (PDF, scans, photos) OCR found nothing or was off; other files are empty or blank.
+
+    >>> from ingest.records import Document, Page
+    >>> no_text_reason(Document(Path("/nonexistent/a.txt"), "ab", "a", "text", (Page(1, ""),)))
+    'no text found: the file holds only blank space'
+    """
+    if doc.kind in ("pdf", "image"):
+        return "no text found (no text layer, and OCR found none or was off)"
+    try:
+        empty = Path(doc.path).stat().st_size == 0
+    except OSError:
+        empty = False
+    return "no text found: the file is empty (0 bytes)" if empty else "no text found: the file holds only blank space"
+
+
 class _Batch:
     """Pending documents whose chunks are embedded together, then stored one by one."""
 
@@ -212,7 +229,7 @@ class _Batch:
             self.run.results[item.order] = FileResult(
                 path=str(item.doc.path), status="failed", doc_sha256=item.doc.sha256,
                 pages=len(item.doc.pages), ocr_pages=item.doc.ocr_pages,
-                reason="no text found (no text layer, and OCR found none or was off)")
+                reason=no_text_reason(item.doc))
             return
         self.items.append(item)
         if sum(len(i.chunks) for i in self.items) >= BATCH_CHUNKS:

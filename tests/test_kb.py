@@ -317,3 +317,66 @@ def test_links_and_pipes_in_a_folder_are_listed_as_skipped(tmp_path: Path, docs:
     assert rows["loop.md"].status == "skipped" and rows["loop.md"].reason.endswith("is a symbolic link that loops")
     assert rows["pipe.txt"].status == "skipped" and "named pipe" in rows["pipe.txt"].reason
     assert report.ok and report.count("added") == 3
+
+
+def test_empty_and_blank_text_files_say_so(tmp_path: Path, docs: Path) -> None:
+    """Not "no text layer, and OCR found none": a text file has no text layer to miss."""
+    (docs / "empty.txt").write_bytes(b"")
+    (docs / "blank.md").write_text("  \n\n ", encoding="utf-8")
+    with open_kb(tmp_path) as kb:
+        report = kb.add([docs / "empty.txt", docs / "blank.md"])
+    reasons = {Path(f.path).name: (f.status, f.reason) for f in report.files}
+    assert reasons == {"empty.txt": ("failed", "no text found: the file is empty (0 bytes)"),
+                       "blank.md": ("failed", "no text found: the file holds only blank space")}
+
+
+def refuse_to_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``index.embedder.load_embedder`` raise: whatever calls it loads the embedder."""
+    import index.embedder
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"the embedder {name} was loaded")
+
+    monkeypatch.setattr(index.embedder, "load_embedder", refuse)
+
+
+def test_bm25_search_never_loads_the_embedder(tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ui.cli.index import app
+
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        kb.add([docs])
+    refuse_to_load(monkeypatch)
+    with KnowledgeBase.open(tmp_path / "kb") as kb:
+        hits = kb.search("refund policy", k=2, mode="bm25")
+        assert hits[0].title == "policy" and hits[0].similarity is None
+        with pytest.raises(AssertionError, match="hash-64 was loaded"):  # dense needs it: loaded on first use
+            kb.search("refund policy", k=2, mode="hybrid")
+    result = CliRunner().invoke(app, ["search", "refund policy", "--kb", str(tmp_path / "kb"), "--mode", "bm25",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["title"] == "policy"
+
+
+def test_an_embedder_loaded_on_first_use_is_still_checked(tmp_path: Path, docs: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import index.embedder
+
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        kb.add([docs])
+    retrained = HashEmbedder(dim=64)
+    retrained.fingerprint = "hash-v1-64-retrained"  # same name, other weights
+    monkeypatch.setattr(index.embedder, "load_embedder", lambda name: retrained)
+    with KnowledgeBase.open(tmp_path / "kb") as kb:
+        assert kb.search("refund policy", k=1, mode="bm25")[0].title == "policy"
+        with pytest.raises(EmbedderMismatch, match="embedder_fingerprint"):
+            kb.search("refund policy", k=1, mode="dense")
+    with pytest.raises(EmbedderMismatch, match="overlap"):  # chunk settings are still checked on opening
+        KnowledgeBase.open(tmp_path / "kb", overlap=7)
+
+
+def test_index_help_stays_light(cli_help) -> None:
+    text, heavy = cli_help("ui.cli.index", ["--help"], ["search", "--help"], ["eval", "--help"])
+    assert "--max-queries" in text and "--mode" in text
+    assert not set(heavy) & {"torch", "transformers", "sentence_transformers", "faiss"}, heavy
