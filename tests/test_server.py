@@ -405,3 +405,19 @@ def test_unknown_citations_and_cited_nothing_in_responses(assistant_kb: Path) ->
     events = [json.loads(line[6:]) for line in client.post("/v1/chat/completions", json={**body, "stream": True})
               .text.splitlines() if line.startswith("data: {")]
     assert events[-1]["cited_nothing"] is True
+
+
+def test_a_busy_port_is_a_failure_naming_the_fix(assistant_kb: Path) -> None:
+    """uvicorn alone logs the bind error and exits 3; the CLI exits 1 (could not be done) with the fix."""
+    import socket
+
+    from ui.errors import FAILED, exit_code
+    from ui.http import check_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}.*pick another --port") as err:
+            check_port("127.0.0.1", port)
+    assert exit_code(err.value) == FAILED

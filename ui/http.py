@@ -345,5 +345,21 @@ def serve(assistant: "Assistant", *, host: str = "127.0.0.1", port: int = 8000, 
     if host not in LOOPBACK and not api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this address can query "
                     "your documents", host)
+    check_port(host, port)  # uvicorn would log it and exit 3, outside the one exit-code table
     app = create_app(assistant, api_key=api_key, host=host, allowed_host=allowed_host, max_body_mb=max_body_mb)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise OSError (exit 1: could not be done here and now) naming the fix when ``host:port`` cannot
+    be listened on (in use, or an address this machine does not have)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(err.errno, f"cannot listen on {host}:{port} ({err.strerror}): pick another --port, "
+                                     "or stop the program holding it") from None
