@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from assistant.errors import ConfigError
+from finetune.config import DEFAULT_MODEL  # one default model for training and answering
 from index.config import MODES, default_kb
 
-DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 THINKING = ("auto", "off", "on")
 CONDENSE = ("llm", "heuristic", "off")
 MARGIN_TOKENS = 32  # head-room below the context length for template/tokenizer differences
@@ -42,8 +42,10 @@ class AssistantConfig:
     """Everything an :class:`assistant.Assistant` needs (see ``assistant ask --help``)."""
 
     kb: Path | str = field(default_factory=default_kb, metadata={"help": "knowledge-base folder"})  # $QDA_KB or ./kb
-    model: str = field(default=DEFAULT_MODEL, metadata={
-        "help": "model folder (base or merged), .gguf file or HF id; with --endpoint, the served model's name"})
+    # None: an --adapter's own base model (as `finetune chat` and `finetune merge` pick it), else DEFAULT_MODEL
+    model: str = field(default=None, metadata={  # type: ignore[assignment] - resolved in __post_init__
+        "help": f"model folder (base or merged), .gguf file or HF id (none: the --adapter's base model, else "
+                f"{DEFAULT_MODEL}); with --endpoint, the served model's name"})
     adapter: str | None = field(default=None, metadata={  # PEFT (LoRA) folder applied on top of ``model``
         "help": "LoRA adapter folder written by `finetune train`"})
     endpoint: str | None = field(default=None, metadata={
@@ -80,6 +82,8 @@ class AssistantConfig:
     def __post_init__(self) -> None:
         if isinstance(self.thinking, bool):
             object.__setattr__(self, "thinking", "on" if self.thinking else "off")
+        if self.model is None:
+            object.__setattr__(self, "model", _default_model(self))
         problems = _problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -94,6 +98,22 @@ class AssistantConfig:
         if self.abstain_threshold is not None:
             return self.abstain_threshold
         return CALIBRATED_THRESHOLDS.get(Path(embedder_name).name, NEVER_ABSTAIN)
+
+
+def _default_model(c: AssistantConfig) -> str:
+    """The base model an ``--adapter`` names (its run card, else ``adapter_config.json``; nothing loads),
+    else :data:`DEFAULT_MODEL` (also when the adapter folder is unusable: validation then says why)."""
+    if c.adapter is not None and not c.endpoint:
+        from finetune.loading import local_adapter_problem
+        from finetune.merge import base_model_of
+        from finetune.train_errors import ModelLoadError
+
+        if not local_adapter_problem(c.adapter):
+            try:
+                return base_model_of(c.adapter)
+            except ModelLoadError:  # the adapter names no base model
+                pass
+    return DEFAULT_MODEL
 
 
 def _problems(c: AssistantConfig) -> list[str]:

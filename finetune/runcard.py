@@ -64,6 +64,17 @@ def _effective(trainer: Any, device: str, precision: str) -> dict[str, Any]:
             "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
 
 
+def _portable(spec: str) -> str:
+    """A local model folder or file as an absolute path (the adapter is used from other folders than
+    the one it was trained in); a hub id as it is.
+
+    >>> _portable("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B", Path(_portable(".")).is_absolute()
+    (True, True)
+    """
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
 def write_run_card(config: TrainConfig, *, trainer: Any, report: Any, sets: tuple[Encoded, Encoded], device: str,
                    precision: str, template_notice: str | None, metrics: dict[str, float]) -> dict[str, Any]:
     """Build the run card, write it to ``<output_dir>/run_card.json`` (process 0 only) and return it."""
@@ -72,7 +83,7 @@ def write_run_card(config: TrainConfig, *, trainer: Any, report: Any, sets: tupl
     summary = report.as_dict()
     summary["problems"] = summary["problems"][:50]  # the full list is in `finetune data check`
     card = {
-        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_model": config.model,
+        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "base_model": _portable(config.model),
         "system": system, "system_source": system_from, "thinking": config.thinking,
         "enable_thinking": thinking_for_inference(config.thinking),
         "chat_template": "chatml-fallback" if template_notice else "tokenizer",

@@ -232,3 +232,24 @@ def test_usage_a_model_server_reported_wins_over_the_count(kb: RecordingKB) -> N
 
     answer = Assistant(kb, backend=Server("Two years [1]."), k=2).ask("laptop warranty")
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (321, 12, 333)
+
+
+def test_an_adapter_brings_its_base_model_unless_one_is_given(tmp_path: Path) -> None:
+    """`assistant ask --adapter DIR` without --model answers with the base the adapter was trained on
+    (run card first, then adapter_config.json), as `finetune chat` does; --model still wins."""
+    import json
+
+    from assistant.config import DEFAULT_MODEL, AssistantConfig
+
+    base = tmp_path / "my-base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    carded, plain = tmp_path / "carded", tmp_path / "plain"
+    for folder, base_in_config in ((carded, "somewhere/else"), (plain, str(base))):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base_in_config}))
+    (carded / "run_card.json").write_text(json.dumps({"base_model": str(base)}))
+    assert AssistantConfig(kb="kb", adapter=str(carded)).model == str(base)
+    assert AssistantConfig(kb="kb", adapter=str(plain)).model == str(base)
+    assert AssistantConfig(kb="kb", adapter=str(carded), model=str(base)).model == str(base)
+    assert AssistantConfig(kb="kb").model == DEFAULT_MODEL
