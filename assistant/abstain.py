@@ -17,7 +17,8 @@ the mode and the knowledge base, so a model over it would hold for one configura
 A logistic model per language (``zh`` when :func:`common.cjk.is_chinese`, else ``en``) maps
 them to the probability that the documents answer the question; below the language's
 threshold the assistant declines. Models are fitted by ``bench/abstain_calibration.py`` and
-stored beside this module as ``abstain_<embedder>.json``; an embedder without such a file keeps
+stored as ``abstain_<embedder>.json`` in the user's calibration folder (:func:`user_calibration_dir`,
+looked in first) or, for the shipped default embedder's, beside this module; an embedder without such a file keeps
 the plain cosine rule of :meth:`assistant.config.AssistantConfig.threshold_for` (never abstain
 unless ``--abstain-threshold``), which also overrides the calibrated decision when given.
 
@@ -55,7 +56,18 @@ PROBES: dict[str, tuple[str, ...]] = {
            "How do you make a good curry?", "How long is the Great Wall of China?",
            "Is there life on other planets?", "What do I need for my first dog?"),
 }
-CALIBRATION_DIR = Path(__file__).resolve().parent
+CALIBRATION_DIR = Path(__file__).resolve().parent  # calibrations shipped with the package
+
+
+def user_calibration_dir() -> Path:
+    """Where calibrations a user fits are written and looked for first: ``$QDA_CALIBRATION_DIR``, else
+    ``$XDG_CACHE_HOME`` (``~/.cache``) ``/qwen-domain-assistant/abstain`` (never the installed package)."""
+    import os
+
+    if os.environ.get("QDA_CALIBRATION_DIR"):
+        return Path(os.environ["QDA_CALIBRATION_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "qwen-domain-assistant" / "abstain"
 
 
 def language(question: str) -> str:
@@ -98,9 +110,20 @@ class LanguageModel:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
-def calibration_path(embedder_name: str) -> Path:
-    """Where the calibration of ``embedder_name`` (a name or model path: its last part counts) is stored."""
-    return CALIBRATION_DIR / f"abstain_{Path(str(embedder_name)).name}.json"
+def calibration_path(embedder_name: str, folder: Path | None = None) -> Path:
+    """The calibration file of ``embedder_name`` (a name or model path: its last part counts) in ``folder``
+    (default: the shipped one, :data:`CALIBRATION_DIR`)."""
+    return (CALIBRATION_DIR if folder is None else folder) / f"abstain_{Path(str(embedder_name)).name}.json"
+
+
+def find_calibration(embedder_name: str) -> Path | None:
+    """The calibration in force for ``embedder_name``: the user's own (:func:`user_calibration_dir`), else
+    the shipped one, else None."""
+    for folder in (user_calibration_dir(), CALIBRATION_DIR):
+        path = calibration_path(embedder_name, folder)
+        if path.is_file():
+            return path
+    return None
 
 
 def save_calibration(path: Path, embedder_name: str, models: Mapping[str, LanguageModel], **info: Any) -> None:
@@ -116,8 +139,8 @@ def save_calibration(path: Path, embedder_name: str, models: Mapping[str, Langua
 @lru_cache(maxsize=8)
 def load_calibration(embedder_name: str) -> dict[str, LanguageModel] | None:
     """The per-language models fitted for ``embedder_name``; None without a (valid) calibration file."""
-    path = calibration_path(embedder_name)
-    if not embedder_name or not path.is_file():
+    path = find_calibration(embedder_name) if embedder_name else None
+    if path is None:
         return None
     body = json.loads(path.read_text(encoding="utf-8"))
     if body.get("probes_sha") != probes_sha():  # probes changed since the fit: the margins mean something else

@@ -214,11 +214,15 @@ def main() -> int:
     ap.add_argument("--balance", action="store_true", help="weigh every (knowledge base, answerable) group alike")
     ap.add_argument("--seed", type=int, default=0, help="of the fit / held-out split")
     ap.add_argument("--dry-run", action="store_true", help="report only: do not write the calibration file")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder to write abstain_<embedder>.json in (default: the user calibration folder, "
+                         "$QDA_CALIBRATION_DIR or ~/.cache/qwen-domain-assistant/abstain, which the assistant reads "
+                         "first; maintainers pass --out assistant/ to update the shipped one)")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found")
         return 0
-    from assistant.abstain import calibration_path, save_calibration
+    from assistant.abstain import calibration_path, save_calibration, user_calibration_dir
     from index.embedder import load_embedder
 
     start = time.perf_counter()
@@ -233,11 +237,12 @@ def main() -> int:
     table(fit_rows, models, f"FIT part ({len(fit_rows)} pairs)")
     table(test_rows, models, f"HELD-OUT part ({len(test_rows)} pairs, never fitted on)")
     if not args.dry_run:
-        path = calibration_path(emb.name)
+        path = calibration_path(emb.name, args.out or user_calibration_dir())
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_calibration(path, emb.name, models, fitted_by="bench/abstain_calibration.py",
                          data=f"{', '.join(SETS)} (queries {args.queries}, distractors {args.distractors}), demo docs",
                          max_false=args.max_false, seed=args.seed)
-        print(f"\nwrote {path.relative_to(ROOT)}")
+        print(f"\nwrote {path}")
     return 0
 
 

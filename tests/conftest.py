@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A developer's own abstain calibrations (~/.cache/qwen-domain-assistant/abstain) must not change test results.
+os.environ["QDA_CALIBRATION_DIR"] = tempfile.mkdtemp(prefix="qda-calibration-")
 
 # Session fixtures shared by the assistant, server and UI tests (tiny Qwen3, fake-embedder KB),
 # registered once so each is built once per run.

@@ -83,6 +83,25 @@ def test_override_and_uncalibrated_embedders_keep_the_cosine_rule(calibrated: No
     assert other.reason("Who won the cup?", hits, "dense", None, 0.9) == "best chunk cosine 0.810 < threshold 0.900"
 
 
+def test_a_users_own_calibration_wins_over_the_shipped_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/abstain_calibration.py writes to the user's folder (never into the installed package) and the
+    assistant looks there first."""
+    shipped, own = tmp_path / "package", tmp_path / "user"
+    shipped.mkdir()
+    monkeypatch.setattr(abstain, "CALIBRATION_DIR", shipped)
+    monkeypatch.setenv("QDA_CALIBRATION_DIR", str(own))
+    load_calibration.cache_clear()
+    try:
+        save_calibration(abstain.calibration_path("emb"), "emb", {"en": EN})
+        assert load_calibration("emb") == {"en": EN} and abstain.find_calibration("emb").parent == shipped
+        own.mkdir()
+        save_calibration(abstain.calibration_path("emb", abstain.user_calibration_dir()), "emb", {"zh": ZH})
+        load_calibration.cache_clear()
+        assert load_calibration("emb") == {"zh": ZH} and abstain.find_calibration("emb").parent == own
+    finally:
+        load_calibration.cache_clear()
+
+
 def test_shipped_calibration_of_the_default_embedder_loads() -> None:
     body = json.loads(abstain.calibration_path("multilingual-e5-small").read_text(encoding="utf-8"))
     assert body["probes_sha"] == abstain.probes_sha(), "PROBES changed: rerun bench/abstain_calibration.py"
