@@ -17,9 +17,10 @@ class Citation:
     page_end: int
     char_start: int  # offset into page ``page``'s text
     char_end: int  # exclusive offset into page ``page_end``'s text
-    score: float
+    score: float  # the hit's ranking score (index.records.Hit.score: per query, not comparable across queries)
     snippet: str
     doc_sha256: str
+    similarity: float | None = None  # cosine of the chunk to the query in [-1, 1] (Hit.similarity); None: bm25
 
     @classmethod
     def from_hit(cls, number: int, hit: Hit, snippet_chars: int = 240) -> "Citation":
@@ -27,7 +28,7 @@ class Citation:
         snippet = text if len(text) <= snippet_chars else text[:snippet_chars] + "…"
         return cls(number=number, title=hit.title, path=hit.path, page=hit.page_start,
                    page_end=hit.page_end, char_start=hit.char_start, char_end=hit.char_end,
-                   score=hit.score, snippet=snippet, doc_sha256=hit.doc_sha256)
+                   score=hit.score, snippet=snippet, doc_sha256=hit.doc_sha256, similarity=hit.similarity)
 
 
 @dataclass(frozen=True)

@@ -91,27 +91,40 @@ def token_loss(model: Any, examples: Sequence[Example]) -> float:
     return total / max(count, 1)
 
 
-def _answers(model: Any, tok: Any, convs: Sequence[Any], enable_thinking: bool, max_new_tokens: int) -> list[str]:
+def _answers(model: Any, tok: Any, convs: Sequence[Any], enable_thinking: bool, max_new_tokens: int,
+             done: Callable[[int], object] = lambda n: None) -> list[str]:
+    """Greedy answers to each record's last user turn; ``done(1)`` after each record."""
     out = []
     for conv in convs:
         reply = generate_reply(model, tok, conv.as_dicts()[:-1], enable_thinking=enable_thinking,
                                max_new_tokens=max_new_tokens)
         out.append(split_thinking(reply)[1].strip())
+        done(1)
     return out
 
 
 def _score(model: Any, tok: Any, convs: Sequence[Any], examples: Sequence[Example], enable_thinking: bool,
-           max_new_tokens: int) -> tuple[dict[str, float], list[str]]:
-    loss = token_loss(model, examples)
-    answers = _answers(model, tok, convs, enable_thinking, max_new_tokens)
+           max_new_tokens: int, *, desc: str = "", progress: bool = False) -> tuple[dict[str, float], list[str]]:
+    """Metrics and answers of one pass; with ``progress``, a bar on stderr named ``desc`` counts the
+    records answered (its note says "loss" while the teacher-forced loss runs first)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(convs), desc=desc, unit="record", disable=not progress) as bar:
+        bar.set_postfix_str("loss")
+        loss = token_loss(model, examples)
+        bar.set_postfix_str("answers")
+        answers = _answers(model, tok, convs, enable_thinking, max_new_tokens, bar.update)
     refs = [split_thinking(c.messages[-1].content)[1].strip() for c in convs]
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), **corpus_scores(answers, refs)}, answers
 
 
 def evaluate_adapter(adapter_dir: str | Path, data_files: Sequence[str | Path], *, base: str | None = None,
                      max_examples: int = 50, samples: int = 0, max_new_tokens: int = 128, device: str = "auto",
-                     say: Callable[[str], None] = print) -> EvalReport:
-    """Score the base model and the adapter side by side on up to ``max_examples`` records of ``data_files``."""
+                     say: Callable[[str], None] = print, progress: bool = False) -> EvalReport:
+    """Score the base model and the adapter side by side on up to ``max_examples`` records of ``data_files``.
+
+    ``progress``: a bar per pass ("base", then "adapter") on stderr, one step per record answered.
+    """
     from finetune.data import prepare
     from finetune.loading import resolve_device
     from finetune.merge import load_adapted
@@ -130,9 +143,11 @@ def evaluate_adapter(adapter_dir: str | Path, data_files: Sequence[str | Path], 
     enable = bool(card.get("enable_thinking", False))
     say(f"scoring {len(convs)} records ({len(encoded.examples)} answers) with the base model ...")
     with model.disable_adapter():
-        base_scores, base_answers = _score(model, tok, convs, encoded.examples, enable, max_new_tokens)
+        base_scores, base_answers = _score(model, tok, convs, encoded.examples, enable, max_new_tokens,
+                                           desc="base", progress=progress)
     say("... and with the adapter")
-    adapted_scores, answers = _score(model, tok, convs, encoded.examples, enable, max_new_tokens)
+    adapted_scores, answers = _score(model, tok, convs, encoded.examples, enable, max_new_tokens,
+                                     desc="adapter", progress=progress)
     shown = tuple(Sample(c.messages[-2].content, c.messages[-1].content, b, a)
                   for c, b, a in list(zip(convs, base_answers, answers))[:samples])
     return EvalReport(len(convs), base_scores, adapted_scores, shown)

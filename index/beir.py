@@ -134,6 +134,39 @@ def subset(beir: BeirSet, n_queries: int, n_distractors: int, seed: int = 0, *,
     )
 
 
+def limit(beir: BeirSet, max_queries: int | None = None, max_docs: int | None = None, seed: int = 0) -> BeirSet:
+    """At most ``max_queries`` seeded queries (None: all) and a corpus of ``max_docs`` documents
+    (None: all): every document the kept queries' qrels name, then seeded others up to
+    ``max_docs`` in all (more when the named ones alone exceed it). The same seed gives the same
+    subset; the corpus keeps its file order. Raises ValueError for a limit below 1.
+
+    >>> s = BeirSet("t", "dev", {d: ("", d) for d in "abcde"}, {"q": "a", "r": "b"},
+    ...             {"q": {"a": 1}, "r": {"b": 1, "c": 0}})
+    >>> small = limit(s, max_queries=1, max_docs=2)
+    >>> list(small.queries), list(small.corpus)
+    (['r'], ['b', 'c'])
+    >>> len(limit(s, max_docs=4).corpus), limit(s) is s
+    (4, True)
+    """
+    for name, value in (("max_queries", max_queries), ("max_docs", max_docs)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name}={value} must be >= 1")
+    if max_queries is None and max_docs is None:
+        return beir
+    rng = random.Random(seed)
+    qids = sorted(beir.queries)
+    chosen = qids if max_queries is None or max_queries >= len(qids) else sorted(rng.sample(qids, max_queries))
+    picked = {d for q in chosen for d in beir.qrels[q] if d in beir.corpus}
+    if max_docs is None:
+        picked = set(beir.corpus)
+    else:
+        others = sorted(d for d in beir.corpus if d not in picked)
+        picked |= set(rng.sample(others, min(max(max_docs - len(picked), 0), len(others))))
+    return BeirSet(name=beir.name, split=beir.split,
+                   corpus={d: entry for d, entry in beir.corpus.items() if d in picked},
+                   queries={q: beir.queries[q] for q in chosen}, qrels={q: dict(beir.qrels[q]) for q in chosen})
+
+
 def _bm25_negatives(beir: BeirSet, qids: Sequence[str], n: int) -> set[str]:
     from index.bm25 import BM25Index, tokenize
 

@@ -8,6 +8,12 @@ Two methods:
   list's lowest normalised score (it ranked below everything returned).
 * ``"rrf"``: reciprocal rank fusion, ``sum 1 / (k + rank)`` with rank 1-based, k = 60.
 
+A fused score ranks the hits of one query and says nothing across queries: with min-max
+normalisation the best hit of any query scores 1.0 when it leads both lists, however poorly it
+matches. What is comparable across queries is each hit's dense cosine similarity to the query,
+``index.records.Hit.similarity`` (set by ``KnowledgeBase.search``), shown by the CLI, the server
+and the UI.
+
 Defaults were chosen on the dev sets (SciFact train, zh_rgb dev, cmrc2018 dev); the sweep
 and the figures are in the README, "Retrieval quality" (``bench/fusion_sweep.py``).
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -41,11 +41,15 @@ CANDIDATES = 100  # chunks each retriever contributes before fusion (or k, when 
 class KnowledgeBase:
     """Documents, chunks, a FAISS index and a BM25 index in one folder (see ``index.store``)."""
 
-    def __init__(self, config: IndexConfig, store: Store, embedder: object) -> None:
+    def __init__(self, config: IndexConfig, store: Store, embedder: object | None) -> None:
+        """``embedder``: an ``index.embedder.Embedder``, or None for the one the store records, loaded
+        (and its fingerprint checked) on first use: a bm25 search never loads it."""
         self.config = config
         self.path = Path(config.kb)
         self.store = store
-        self.embedder = embedder  # index.embedder.Embedder
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+        self.dim = int(store.meta().get("dim") or embedder.dim)  # type: ignore[union-attr]
         self._derived: derived.Derived | None = None
         self._derived_lock = threading.Lock()  # one catch-up at a time (UI: searches in threads)
         self._reranker = None
@@ -58,27 +62,56 @@ class KnowledgeBase:
 
         ``embedder`` is a model id/path or an ``Embedder``; None means the one the
         knowledge base was built with (the default e5 model for a new one). Other keyword
-        arguments are :class:`IndexConfig` fields.
+        arguments are :class:`IndexConfig` fields. An existing knowledge base opened with neither
+        ``embedder`` nor ``max_tokens`` loads its embedder on first use (a bm25 search never does);
+        a given one is loaded and checked here. Raises :class:`EmbedderMismatch` (here or on that
+        first use) when the embedder or chunk settings differ from those it was built with.
         """
         config = replace(config or IndexConfig(), kb=Path(path), **fields)  # type: ignore[arg-type]
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         store = Store(store_path(path))
         meta = store.meta()
+        if meta and embedder is None and config.embedder is None and config.max_tokens is None:
+            return cls._as_built(config, store, meta)
         emb = _resolve_embedder(embedder if embedder is not None else config.embedder,
                                 meta.get("embedder_name"))
-        # Chunk settings not given: the recorded ones (or the defaults for a new KB, capped at
-        # what the embedder reads: a longer chunk would be silently truncated when embedded).
+        # Chunk settings not given: the recorded ones (or a new KB's: new_kb_chunking).
         if config.max_tokens and config.max_tokens > emb.max_tokens:
             raise ValueError(f"max_tokens={config.max_tokens} exceeds what {emb.name} reads "
                              f"({emb.max_tokens} tokens); use --max-tokens {emb.max_tokens} or less")
-        max_tokens = config.max_tokens or int(meta.get("max_tokens", min(MAX_TOKENS, emb.max_tokens)))
+        max_tokens = config.max_tokens or int(meta.get("max_tokens", new_kb_chunking(emb)[0]))
         overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=max_tokens, overlap=overlap)
         _check_meta(path, meta, emb, config)
         if not meta:
             store.set_meta(_meta_for(emb, config) | {"generation": "0"})
         return cls(config, store, emb)
+
+    @classmethod
+    def _as_built(cls, config: IndexConfig, store: Store, meta: dict[str, str]) -> "KnowledgeBase":
+        """An existing knowledge base opened with its recorded embedder, which loads on first use."""
+        overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
+        config = replace(config, max_tokens=int(meta.get("max_tokens", MAX_TOKENS)), overlap=overlap)
+        _check_meta(Path(config.kb), meta, _Recorded.of(meta), config)  # schema, chunking; the embedder on load
+        return cls(config, store, None)
+
+    @property
+    def embedder(self) -> object:
+        """The ``index.embedder.Embedder``; the recorded one is loaded here on first use. Raises
+        :class:`EmbedderMismatch` when its weights no longer match the fingerprint the store records."""
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    meta = self.store.meta()
+                    emb = _resolve_embedder(None, meta.get("embedder_name"))
+                    _check_meta(self.path, meta, emb, self.config)
+                    self._embedder = emb
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, value: object) -> None:
+        self._embedder = value
 
     def close(self) -> None:
         self.store.close()
@@ -200,16 +233,34 @@ class KnowledgeBase:
         d = self._fresh_derived()
         depth = max(k, CANDIDATES)
         dense = sparse = []
+        qvec = None
         if mode in ("dense", "hybrid"):
-            dense = d.dense_search(self.embedder.encode_queries([query])[0], depth)
+            qvec = self.embedder.encode_queries([query])[0]
+            dense = d.dense_search(qvec, depth)
         if mode in ("bm25", "hybrid"):
             from index.bm25 import tokenize
 
             sparse = d.sparse_search(tokenize(query), depth)
         scored = dense if mode == "dense" else sparse if mode == "bm25" else _fuse(dense, sparse)
         if self.config.reranker:
-            return self._rerank(query, self.store.hits(scored[:depth]), k)
-        return self.store.hits(scored[:k])
+            return self._rerank(query, self._hits(scored[:depth], qvec, dict(dense)), k)
+        return self._hits(scored[:k], qvec, dict(dense))
+
+    def _hits(self, scored: list[tuple[int, float]], qvec: object | None,
+              cosines: dict[int, float]) -> list[Hit]:
+        """:class:`Hit` records of (chunk row id, score) pairs, in order, each with its ``similarity``:
+        the cosine FAISS gave (``cosines``), else its stored vector (L2-normalised) dotted with
+        ``qvec``, read in the read transaction that fetches the hits (only chunks BM25 alone
+        found in hybrid mode need it; no chunk is embedded again). ``qvec`` None (bm25): no similarity.
+        """
+        if qvec is None:
+            return self.store.hits(scored)
+        with self.store.snapshot():  # the same rows for the vectors and the hits
+            sims = {int(i): float(v @ qvec) for ids, vecs in
+                    self.store.iter_vectors(self.dim, ids=[i for i, _ in scored]) for i, v in zip(ids, vecs)}
+            kept = [(i, s) for i, s in scored if i in sims]  # rows deleted since the index was built
+            hits = self.store.hits(kept)
+        return [replace(h, similarity=cosines.get(i, sims[i])) for h, (i, _) in zip(hits, kept, strict=True)]
 
     def _rerank(self, query: str, hits: list[Hit], k: int) -> list[Hit]:
         from index.rerank import Reranker
@@ -226,8 +277,8 @@ class KnowledgeBase:
                 return base
             if base is None or derived.saved_generation(self.path) == gen:
                 base = derived.load(self.path) or base
-            self._derived = (derived.update(self.store, base, self.embedder.dim) if base is not None
-                             else derived.build(self.store, self.embedder.dim))
+            self._derived = (derived.update(self.store, base, self.dim) if base is not None
+                             else derived.build(self.store, self.dim))
             return self._derived
 
     def _refresh_derived(self) -> None:
@@ -237,11 +288,23 @@ class KnowledgeBase:
             if base is None and saved == self.store.generation():
                 return  # nothing changed (e.g. every file unchanged): no need to load them
             base = base or derived.load(self.path)
-            current = (derived.update(self.store, base, self.embedder.dim) if base is not None
-                       else derived.build(self.store, self.embedder.dim))
+            current = (derived.update(self.store, base, self.dim) if base is not None
+                       else derived.build(self.store, self.dim))
             if saved != current.generation:
                 derived.save(self.path, current)
             self._derived = current
+
+
+def new_kb_chunking(emb: object) -> tuple[int, int]:
+    """(max_tokens, overlap) of a new knowledge base built with ``emb`` when none are given:
+    ``ingest.chunk``'s defaults, the size capped at what ``emb`` reads (a longer chunk would be
+    silently truncated when embedded).
+
+    >>> from index.embedder import HashEmbedder
+    >>> new_kb_chunking(HashEmbedder(max_tokens=256)), new_kb_chunking(HashEmbedder())
+    ((256, 50), (500, 50))
+    """
+    return min(MAX_TOKENS, emb.max_tokens), OVERLAP  # type: ignore[attr-defined]
 
 
 def _fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -259,6 +322,19 @@ def _resolve_embedder(wanted: object | str | None, recorded: str | None) -> obje
     if isinstance(wanted, str):
         return load_embedder(wanted)
     return wanted
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """The embedder a store records, standing in for it in :func:`_check_meta` until it is loaded."""
+
+    name: str
+    fingerprint: str
+    dim: int
+
+    @classmethod
+    def of(cls, meta: dict[str, str]) -> "_Recorded":
+        return cls(meta.get("embedder_name", ""), meta.get("embedder_fingerprint", ""), int(meta.get("dim", 0)))
 
 
 def _meta_for(emb: object, config: IndexConfig) -> dict[str, str]:

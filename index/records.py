@@ -8,8 +8,17 @@ from dataclasses import dataclass
 class Hit:
     """One retrieved chunk with where it came from (for citations).
 
-    ``score`` is the fused score in hybrid mode, cosine similarity in dense mode,
-    BM25 score in bm25 mode (or the reranker's score when a reranker ran).
+    ``score`` ranks the hits of one search: the fused score in hybrid mode (min-max normalised
+    per query, so the best hit of every query has 1.0: ``index.fusion``), cosine similarity in
+    dense mode, BM25 score in bm25 mode, the reranker's score when a reranker ran. Compare
+    hits of different queries by ``similarity``: the cosine similarity in [-1, 1] of the
+    chunk's stored dense vector to the query's (whichever retriever found the chunk), None when
+    the search embedded no query (bm25 mode).
+
+    >>> hit = Hit("c1", "Returns within 30 days.", 1.0, "ab12", "policy", "policy.txt", 1, 1, 0, 23,
+    ...           similarity=0.31)
+    >>> hit.score, hit.similarity, hit.page
+    (1.0, 0.31, 1)
     """
 
     chunk_id: str
@@ -23,6 +32,7 @@ class Hit:
     char_start: int
     char_end: int
     ocr: bool = False
+    similarity: float | None = None
 
     @property
     def page(self) -> int:

@@ -47,13 +47,15 @@ def _console(stderr: bool = False) -> Any:
 
 def print_sources(answer: Any, console: Any) -> None:
     """What was searched when it was not the question as typed (a follow-up), then a table of the sources
-    in the prompt: number, document, page(s), score, cited or not; then a warning for citation marks
+    in the prompt: number, document, page(s), cosine similarity to the question (the BM25 score when
+    none was computed: ``ui.cli.index.score_column``), cited or not; then a warning for citation marks
     that named no source (removed) and for an answer citing none."""
     from rich.markup import escape
     from rich.table import Table
 
     from assistant.citations import citation_notes
     from assistant.condense import searched_note
+    from ui.cli.index import score_column
 
     searched = searched_note(answer.question, answer.search_queries)
     if searched:  # a follow-up: retrieval searched its rewrite (or both)
@@ -63,10 +65,11 @@ def print_sources(answer: Any, console: Any) -> None:
         console.print(f"[dim](declined without asking the model{reason})[/]")
         return
     cited = {c.number for c in answer.citations}
-    table = Table("#", "document", "page", "score", "cited", title="Sources", title_justify="left")
-    for n, hit in enumerate(answer.sources, 1):
+    header, scores = score_column(answer.sources)
+    table = Table("#", "document", "page", header, "cited", title="Sources", title_justify="left")
+    for n, (hit, score) in enumerate(zip(answer.sources, scores), 1):
         pages = str(hit.page_start) if hit.page_end == hit.page_start else f"{hit.page_start}-{hit.page_end}"
-        table.add_row(f"[{n}]", hit.title, pages, f"{hit.score:.3f}", "✓" if n in cited else "")
+        table.add_row(f"[{n}]", hit.title, pages, score, "✓" if n in cited else "")
     console.print(table)
     for note in citation_notes(answer):
         console.print(f"[yellow]⚠ {escape(note)}[/]")

@@ -100,12 +100,13 @@ def eval_command(
     samples: int = typer.Option(0, help="print N question / reference / base / adapted rows"),
     max_new_tokens: int = typer.Option(128, help="longest generated answer (tokens)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
 ) -> None:
     """Compare base and adapted model: loss, perplexity, BLEU-4, ROUGE-L (jieba for Chinese)."""
     from finetune.evaluate import evaluate_adapter
 
     report = evaluate_adapter(adapter, data, base=base, max_examples=max_examples, samples=samples,
-                              max_new_tokens=max_new_tokens, device=device, say=say)
+                              max_new_tokens=max_new_tokens, device=device, say=say, progress=progress)
     table = Table(title=f"{report.examples} records")
     for name in ("metric", "base", "adapted"):
         table.add_column(name, justify="left" if name == "metric" else "right")

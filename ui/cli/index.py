@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 
 from index.config import IndexConfig
+from index.records import Hit
 from index.store import require_store
 from ui.cli.kb_common import JsonOpt, open_kb, print_json
 from ui.cli.options import K_FLAG, KB_FLAG, config_options
@@ -27,7 +28,11 @@ app = typer.Typer(help="Search a knowledge base, evaluate retrieval on BEIR sets
 @config_options(IndexConfig, include=("kb", "k", "mode", "reranker"), flags={"kb": KB_FLAG, "k": K_FLAG})
 def search(query: str = typer.Argument(..., help="what to look for (any language)"), *, config: IndexConfig,
            as_json: bool = JsonOpt) -> None:
-    """Print the best chunks for QUERY: rank, score, document, page, snippet."""
+    """Print the best chunks for QUERY: rank, cosine similarity to the query, document, page, snippet.
+
+    The cosine (-1..1, comparable across queries) is not the ranking score: hybrid mode ranks by the
+    fused score, which is 1.0 for every query's best chunk. --json gives both ("score", "similarity").
+    bm25 mode embeds no query and shows the BM25 score instead."""
     require_store(config.kb)
     with open_kb(config) as base:
         hits = base.search(query, k=config.k, mode=config.mode)
@@ -40,12 +45,27 @@ def search(query: str = typer.Argument(..., help="what to look for (any language
     from rich.table import Table
 
     table = Table(title=f"{query}")
-    for col in ("#", "score", "document", "page", "snippet"):
+    header, scores = score_column(hits)
+    for col in ("#", header, "document", "page", "snippet"):
         table.add_column(col, overflow="fold")
-    for r, h in enumerate(hits, 1):
+    for r, (h, score) in enumerate(zip(hits, scores), 1):
         pages = str(h.page_start) if h.page_start == h.page_end else f"{h.page_start}-{h.page_end}"
-        table.add_row(str(r), f"{h.score:.3f}", h.title, pages, _snippet(h.text))
+        table.add_row(str(r), score, h.title, pages, _snippet(h.text))
     Console().print(table)
+
+
+def score_column(hits: Sequence[Hit]) -> tuple[str, list[str]]:
+    """(header, one cell per hit) of the score column of a table of hits: the cosine similarity to the
+    query ("cosine", the same scale for every query), or the ranking score ("score") when the search
+    embedded no query (bm25 mode).
+
+    >>> hit = Hit("c", "text", 1.0, "sha", "doc", "doc.txt", 1, 1, 0, 4, similarity=0.4213)
+    >>> score_column([hit]), score_column([replace(hit, similarity=None)])
+    (('cosine', ['0.421']), ('score', ['1.000']))
+    """
+    if any(h.similarity is not None for h in hits):
+        return "cosine", ["–" if h.similarity is None else f"{h.similarity:.3f}" for h in hits]
+    return "score", [f"{h.score:.3f}" for h in hits]
 
 
 def _snippet(text: str, n: int = 160) -> str:
@@ -74,13 +94,23 @@ def reindex(*, config: IndexConfig) -> None:
 def eval_(beir: Path = typer.Option(..., "--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/"),
           split: Optional[str] = typer.Option(None, help="qrels split (default: the only one present)"),
           k: int = typer.Option(10, "--k", help="cut-off k of nDCG@k, Recall@k and MRR@k"),
-          kb: Optional[Path] = typer.Option(None, "--kb", help="where to build the index (default: a cache)"),
+          kb: Optional[Path] = typer.Option(None, "--kb", help="where dense and hybrid modes build the index "
+                                            "(default: a cache); --mode bm25 builds none"),
+          max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help=(
+              "score N queries, chosen at random with --seed (default: all)")),
+          max_docs: Optional[int] = typer.Option(None, "--max-docs", min=1, help=(
+              "index N documents: every document the scored queries' qrels name is kept, then others "
+              "chosen at random with --seed up to N in all (more when those alone exceed N; default: all)")),
+          seed: int = typer.Option(0, "--seed", help="seed of the --max-queries / --max-docs subset"),
           *, config: IndexConfig, as_json: bool = JsonOpt) -> None:
-    """Build (or reuse) an index of a BEIR folder and print nDCG@10, Recall@10/100, MRR@10."""
+    """Build (or reuse) an index of a BEIR folder and print nDCG@10, Recall@10/100, MRR@10.
+
+    --mode bm25 loads no embedding model: it chunks the corpus as a knowledge base would and searches BM25 in memory.
+    """
     from index.evaluate import evaluate_beir
 
     figures = evaluate_beir(beir, split=split, mode=config.mode, k=k, kb=kb, embedder=config.embedder,
-                            progress=not as_json)
+                            progress=not as_json, max_queries=max_queries, max_docs=max_docs, seed=seed)
     if as_json:
         print_json(figures)
     else:
