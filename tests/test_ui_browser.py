@@ -1,13 +1,27 @@
-"""The UI in a real browser (Debian's chromium driven by Playwright): upload a PDF, see it ingested,
-ask a question, see the answer and its source (document + page). Saves a screenshot."""
+"""The UI in a real browser (Debian's chromium driven by Playwright).
+
+* upload a PDF, see it ingested, the empty chat's summary and examples, ask a question and see the
+  passages quoted with document and page (retrieval-only); click an example question (saves a screenshot);
+* a slow fake model: the status says "generating…", Stop stops the answer (it stops growing, is marked
+  stopped, the model's stream is closed), Regenerate replaces it, and clicking [1] opens the passage
+  with the cited sentence highlighted;
+* a topic change (Chinese handbook, then an English question about the vacuum manual) searches the
+  new question as typed; "What about the HV500?" shows what was searched instead.
+
+Waits are Playwright's (``expect``, generous timeouts); nothing measures time.
+"""
 from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
+from fixtures_assistant import SpyBackend
 from test_ui import launched
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,10 +60,28 @@ def write_pdf(path: Path, pages: tuple[str, ...]) -> Path:
     return path
 
 
-def test_upload_ask_and_see_the_source(tmp_path: Path) -> None:
+def browser_page(p: Any, url: str) -> tuple[Any, Any]:
+    """(browser, page) of headless chromium at ``url``."""
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    return browser, page
+
+
+def ask(page: Any, question: str) -> None:
+    page.locator("#question textarea").fill(question)
+    page.locator("#question textarea").press("Enter")
+
+
+def require_chromium() -> Any:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api")
+    return pytest.importorskip("playwright.sync_api")
+
+
+def test_upload_ask_and_see_the_source(tmp_path: Path) -> None:
+    playwright = require_chromium()
     from playwright.sync_api import expect
 
     from assistant.answer import Assistant
@@ -63,10 +95,9 @@ def test_upload_ask_and_see_the_source(tmp_path: Path) -> None:
     shot = tmp_path / "ui.png"
     with launched(build_app(bot, kb_dir=tmp_path / "kb", max_upload_mb=5)) as url, \
             playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
+        browser, page = browser_page(p, url)
+        chat = page.locator("#chatbot")
+        expect(chat).to_contain_text("The knowledge base is empty")
         page.get_by_role("tab", name="Documents").click()
         page.locator("#upload input[type=file]").set_input_files(str(pdf))
         page.locator("#upload").get_by_label("Kettle Manual.pdf").wait_for()  # uploaded
@@ -76,19 +107,132 @@ def test_upload_ask_and_see_the_source(tmp_path: Path) -> None:
         expect(page.locator("#ingest-summary")).to_contain_text("1 added")
         expect(page.locator("#documents")).to_contain_text("Kettle Manual")
         page.get_by_role("tab", name="Chat").click()
-        page.locator("#question textarea").fill("How often should I descale the kettle?")
-        page.locator("#question textarea").press("Enter")
-        chat = page.locator("#chatbot")
-        expect(chat).to_contain_text("Sources: Kettle Manual p. 2", timeout=TIMEOUT_MS)
-        chat.get_by_text("Sources: Kettle Manual p. 2").first.click()  # expand: score and snippet
-        expect(chat.locator("strong", has_text="[1] Kettle Manual")).to_be_visible()  # the source's heading
-        expect(chat.locator("blockquote", has_text="descale the kettle every four weeks")).to_be_visible()
-        page.wait_for_timeout(600)  # let the block's opening animation end before the screenshot
+        expect(chat).to_contain_text("1 document · 2 chunks · embedder hash-64")  # the summary followed the upload
+        expect(chat.get_by_text("What does Kettle Manual say about").first).to_be_visible()
+        ask(page, "How often should I descale the kettle?")
+        quote = chat.locator("blockquote.qda-quote").first
+        expect(quote).to_contain_text("[1] Kettle Manual, p. 2", timeout=TIMEOUT_MS)
+        expect(quote).to_contain_text("descale the kettle every four weeks")
+        expect(page.locator("#status")).to_contain_text("1 passage retrieved")
         text = chat.inner_text()
+        page.locator("#clear").click()
+        example = chat.get_by_text("What does Kettle Manual say about").first
+        question = example.inner_text()
+        example.click()  # an example question is asked as if typed
+        expect(chat.locator("blockquote.qda-quote").first).to_contain_text("[1] Kettle Manual", timeout=TIMEOUT_MS)
+        expect(chat).to_contain_text(question)
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
-    assert "[1] Kettle Manual (p. 2)" in text and "descale the kettle every four weeks" in text
+    assert "[1] Kettle Manual, p. 2" in text and "descale the kettle every four weeks" in text
     stored = list((tmp_path / "kb" / "files").iterdir())
     assert len(stored) == 1 and stored[0].suffix == ".pdf" and len(stored[0].stem) == 64
     if os.environ.get("UI_SCREENSHOT"):  # keep a copy to look at
         shutil.copy(shot, os.environ["UI_SCREENSHOT"])
+
+
+CARE = ("Kettle care. Fill the kettle with fresh water before each use. Descale the kettle every four weeks "
+        "with citric acid. Rinse it twice after descaling and wipe the outside with a damp cloth.")
+
+
+class SlowModel(SpyBackend):
+    """A fake model: the first answer streams slowly (a short sleep per word) until it is closed; later
+    answers come at once and cite source [1]."""
+
+    WORDS = 400
+
+    def __init__(self) -> None:
+        super().__init__("Descale it every four weeks with citric acid [1].")
+        self.made, self.closed, self.first = 0, threading.Event(), True
+
+    def generate(self, messages: list[dict], params: object, *, stream: bool = False,
+                 on_first_token: object = None) -> Iterator[str]:
+        if not self.first:
+            return super().generate(messages, params, stream=stream)
+        self.first = False
+
+        def slowly() -> Iterator[str]:
+            try:
+                for i in range(self.WORDS):
+                    time.sleep(0.2)
+                    self.made += 1
+                    yield f" word{i}"
+            finally:
+                self.closed.set()
+
+        return slowly()
+
+
+def test_status_stop_regenerate_and_clickable_citations(tmp_path: Path) -> None:
+    playwright = require_chromium()
+    from playwright.sync_api import expect
+
+    from assistant.answer import Assistant
+    from index.kb import KnowledgeBase
+    from ui.web.app import build_app
+
+    (tmp_path / "Kettle Care.md").write_text(CARE, encoding="utf-8")
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64", max_tokens=64, overlap=0) as kb:
+        assert kb.add([tmp_path / "Kettle Care.md"]).ok
+    model = SlowModel()
+    bot = Assistant(kb=tmp_path / "kb", model="slow", backend=model, k=1, mode="bm25", condense="off")
+    question = "How often should I descale the kettle?"
+    with launched(build_app(bot, kb_dir=tmp_path / "kb")) as url, playwright.sync_playwright() as p:
+        browser, page = browser_page(p, url)
+        chat, status = page.locator("#chatbot"), page.locator("#status")
+        ask(page, question)
+        expect(status).to_contain_text("generating…")
+        expect(chat).to_contain_text("word3")
+        page.locator("#stop").click()
+        expect(chat).to_contain_text("⏹ Stopped")
+        expect(status).to_contain_text("stopped")
+        stopped = chat.inner_text()
+        page.wait_for_timeout(1500)  # had it not stopped, a few more words would have come by now
+        assert chat.inner_text() == stopped and f"word{SlowModel.WORDS - 1}" not in stopped
+        assert model.closed.wait(30) and model.made < SlowModel.WORDS  # the model's stream was closed
+
+        page.locator("#regenerate").click()
+        expect(chat).to_contain_text("Descale it every four weeks with citric acid", timeout=TIMEOUT_MS)
+        expect(chat).not_to_contain_text("⏹ Stopped")
+        expect(status).to_contain_text("answered")
+        assert chat.inner_text().count(question) == 1 and "word3" not in chat.inner_text()
+
+        source = chat.locator("details.qda-source").first
+        expect(source).not_to_have_attribute("open", "")
+        chat.locator("a.qda-cite").first.click()
+        expect(source).to_have_attribute("open", "")
+        expect(source.locator(".qda-where")).to_contain_text("Kettle Care, p. 1")
+        mark = source.locator("mark.qda-hl")
+        expect(mark).to_be_visible()
+        expect(mark).to_have_text("Descale the kettle every four weeks with citric acid.")
+        browser.close()
+
+
+def test_topic_change_is_searched_as_typed_and_a_follow_up_is_rewritten(tmp_path: Path) -> None:
+    playwright = require_chromium()
+    from playwright.sync_api import expect
+
+    from assistant.answer import Assistant
+    from index.kb import KnowledgeBase
+    from ui.web.app import build_app
+
+    docs = Path(__file__).resolve().parents[1] / "demo" / "docs"
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        assert kb.add([docs / "yunshan_employee_handbook.pdf", docs / "nordhaven_hv320_manual.pdf"]).ok
+    # retrieval-only: follow-ups are rewritten without a model (the previous question is prepended)
+    bot = Assistant(kb=tmp_path / "kb", model="never-loaded", retrieval_only=True, k=3, mode="bm25")
+    with launched(build_app(bot, kb_dir=tmp_path / "kb")) as url, playwright.sync_playwright() as p:
+        browser, page = browser_page(p, url)
+        chat = page.locator("#chatbot")
+        answers = chat.locator("div.qda-quotes")
+        ask(page, "年假有几天？")
+        expect(answers).to_have_count(1, timeout=TIMEOUT_MS)
+        expect(answers.nth(0).locator("blockquote.qda-quote").first).to_contain_text("员工手册")
+        ask(page, "What restocking fee applies to an opened vacuum?")
+        expect(answers).to_have_count(2, timeout=TIMEOUT_MS)
+        expect(answers.nth(1).locator("blockquote.qda-quote").first).to_contain_text(
+            "[1] Nordhaven HV-320 Cordless Vacuum")
+        expect(chat).not_to_contain_text("searched:")
+        ask(page, "What about the HV500?")
+        expect(answers).to_have_count(3, timeout=TIMEOUT_MS)
+        expect(chat).to_contain_text("searched: What restocking fee applies to an opened vacuum? What about the HV500?")
+        browser.close()

@@ -1,11 +1,15 @@
 """The Gradio app: chat with streamed, cited answers; manage the knowledge base's documents.
 
-* **Chat**: answers stream in; under each answer a collapsed "Sources" block lists every cited
-  source (document, page, score, snippet); a "⚠️" note says when the model cited numbers that
-  name no source (removed from the text) or cited none of its sources; a "🔎 searched: …" line
-  says what retrieval searched when it was not the question as typed (a follow-up's rewrite).
-  Settings beside the chat: number of sources, retrieval mode, adapter on/off, temperature,
-  thinking on/off, retrieval-only.
+* **Chat** (:mod:`ui.web.chat`, :mod:`ui.web.render`): a status line (retrieving…, generating…,
+  answered / declined / stopped) while answers stream in; Stop ends the generation and keeps the text
+  so far, Regenerate asks the last question again. Each ``[n]`` in an answer is a link that opens
+  source n under it (document, page, score, the passage with the cited sentences highlighted);
+  retrieval-only answers are the passages as quotes. A "⚠️" note says when the model cited numbers
+  that name no source (removed from the text) or cited none of its sources; a "🔎 searched: …" note
+  says what retrieval searched when it was not the question as typed (a follow-up's rewrite). The
+  empty chat shows the knowledge base (documents, chunks, embedder) and example questions made from
+  it (:mod:`ui.web.welcome`). Settings beside the chat: number of sources, retrieval mode, adapter
+  on/off, temperature, thinking on/off, retrieval-only.
 * **Documents**: upload documents (every type `ingest add` reads; type and size checked), ingested with a progress bar
   into the same per-file status table as ``ingest add``; list and delete documents.
 
@@ -17,12 +21,20 @@ Serving on http://127.0.0.1:7860 by default:
 """
 from __future__ import annotations
 
-import logging
-import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from ui.web.assets import page_assets
+from ui.web.chat import (  # noqa: F401 - chat_turn, ask_history, answer_messages: importable from here too
+    Runs,
+    answer_messages,
+    ask_history,
+    chat_turn,
+    overrides,
+    regenerate_turn,
+)
+from ui.web.render import md_escape
 from ui.web.uploads import (
     DEFAULT_MAX_UPLOAD_MB,
     DOC_COLUMNS,
@@ -39,126 +51,6 @@ if TYPE_CHECKING:
     import gradio as gr
 
     from assistant.answer import Assistant
-    from assistant.config import AskOptions
-    from assistant.records import Answer, Citation
-
-log = logging.getLogger(__name__)
-SOURCES_TITLE_ITEMS = 3  # sources named in the collapsed block's title
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
-
-
-# -- chat --------------------------------------------------------------------------------
-def overrides(k: float, mode: str, use_adapter: bool, temperature: float, thinking: bool,
-              retrieval_only: bool) -> "AskOptions":
-    """Per-call settings of ``Assistant.stream`` from the settings panel's values."""
-    from assistant.config import AskOptions
-
-    return AskOptions(k=int(k), mode=mode, use_adapter=bool(use_adapter), temperature=float(temperature),
-                      thinking="on" if thinking else "off", retrieval_only=bool(retrieval_only))
-
-
-def message_text(message: dict) -> str:
-    """The text of a chat message whose content is a string or Gradio's list of parts."""
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
-    return content if isinstance(content, str) else ""
-
-
-def ask_history(chat: Sequence[dict]) -> list[dict]:
-    """The conversation for ``Assistant.ask``: user/answer turns only (no sources, reasoning or errors)."""
-    out: list[dict] = []
-    for m in chat:
-        if (m.get("metadata") or {}).get("title") or m.get("role") not in ("user", "assistant"):
-            continue
-        if out and out[-1]["role"] == m["role"] == "user":
-            out.pop()  # a question that got no answer (an error) is left out
-        out.append({"role": m["role"], "content": message_text(m)})
-    if out and out[-1]["role"] == "user":
-        out.pop()
-    return out
-
-
-def chat_turn(assistant: "Assistant", message: str, chat: list[dict] | None,
-              settings: "AskOptions") -> Iterator[list[dict]]:
-    """Stream one turn: yields the whole chat after each piece, then with the sources added."""
-    chat = list(chat or [])
-    question = (message or "").strip()
-    if not question:
-        yield chat
-        return
-    history = ask_history(chat)
-    chat = chat + [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-    yield list(chat)
-    try:
-        with assistant.stream(question, history=history, options=settings) as pieces:
-            for piece in pieces:
-                chat[-1] = {"role": "assistant", "content": chat[-1]["content"] + piece}
-                yield list(chat)
-            answer = pieces.answer
-    except Exception as e:  # noqa: BLE001 - shown in the chat; the app goes on
-        log.exception("ask failed")
-        chat[-1] = {"role": "assistant", "content": f"⚠️ {e}", "metadata": {"title": "Error"}}
-        yield chat
-        return
-    yield chat[:-1] + answer_messages(answer)
-
-
-def answer_messages(answer: "Answer") -> list[dict]:
-    """The answer as chat messages: reasoning (collapsed), the text, citation notes, the sources (collapsed).
-
-    A note's title is the note itself (visible while collapsed); titled messages are never history.
-    """
-    from assistant.citations import citation_notes
-    from assistant.condense import searched_note
-
-    out = []
-    if answer.reasoning:
-        out.append({"role": "assistant", "content": answer.reasoning,
-                    "metadata": {"title": "Reasoning", "status": "done"}})
-    out.append({"role": "assistant", "content": answer.text or "(empty answer)"})
-    searched = searched_note(answer.question, answer.search_queries)
-    if searched:  # retrieval searched a rewrite of the question (a follow-up), or both
-        out.append({"role": "assistant", "content": "\n\n".join(md_escape(q) for q in answer.search_queries),
-                    "metadata": {"title": f"🔎 {searched}", "status": "done"}})
-    if answer.abstained and answer.abstain_reason:  # why the model was not asked
-        out.append({"role": "assistant", "content": md_escape(answer.abstain_reason),
-                    "metadata": {"title": "Why declined", "status": "done"}})
-    out += [{"role": "assistant", "content": md_escape(note[0].upper() + note[1:]) + ".",
-             "metadata": {"title": f"⚠️ {note}", "status": "done"}} for note in citation_notes(answer)]
-    sources = sources_message(answer)
-    if sources:
-        out.append(sources)
-    return out
-
-
-def sources_message(answer: "Answer") -> dict | None:
-    """A collapsed block naming the sources (document, page) and listing score and snippet of each."""
-    from assistant.citations import all_citations
-
-    cited = list(answer.citations)
-    shown = cited or list(all_citations(answer.sources))
-    if not shown:
-        return None
-    names = "; ".join(f"{c.title} {pages(c)}" for c in shown[:SOURCES_TITLE_ITEMS])
-    more = f" (+{len(shown) - SOURCES_TITLE_ITEMS} more)" if len(shown) > SOURCES_TITLE_ITEMS else ""
-    label = "Sources" if cited else "Retrieved (none cited)"
-    body = "\n\n".join(source_markdown(c) for c in shown)
-    return {"role": "assistant", "content": body, "metadata": {"title": f"{label}: {names}{more}", "status": "done"}}
-
-
-def pages(c: "Citation") -> str:
-    return f"p. {c.page}" if c.page_end == c.page else f"pp. {c.page}-{c.page_end}"
-
-
-def source_markdown(c: "Citation") -> str:
-    return (f"**[{c.number}] {md_escape(c.title)}** · {pages(c)} · score {c.score:.3f}\n\n"
-            f"> {md_escape(c.snippet)}")
-
-
-def md_escape(text: str) -> str:
-    """Backslash-escape Markdown/HTML punctuation so document text shows as written."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 # -- documents ---------------------------------------------------------------------------
@@ -170,6 +62,7 @@ class _Documents:
         self.kb_dir = Path(kb_dir) if kb_dir is not None else None  # None: wherever the assistant's KB is
         self.max_bytes = int(max_upload_mb * 2**20)
         self.lock = threading.Lock()
+        self.events: list[Any] = []  # the Gradio events that change the documents (for what follows them)
 
     @property
     def kb(self) -> Any:
@@ -205,28 +98,61 @@ class _Documents:
 
 # -- the app -----------------------------------------------------------------------------
 def build_app(assistant: "Assistant", *, kb_dir: str | Path | None = None,
-              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, chat_concurrency: int = 8) -> "gr.Blocks":
+              max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, chat_concurrency: int = 8,
+              examples: Sequence[str] | None = None) -> "gr.Blocks":
     """The Gradio Blocks app over ``assistant`` (uploads go to ``kb_dir``, the assistant's KB).
 
-    ``chat_concurrency``: answers generated at once (more wait in Gradio's queue).
+    ``chat_concurrency``: answers generated at once (more wait in Gradio's queue). ``examples``: the
+    example questions of the empty chat (default: made from the knowledge base). Serve it with
+    ``launch`` (or pass :func:`ui.web.assets.page_assets` to ``Blocks.launch``: the citation links need it).
     """
     import gradio as gr
 
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb={max_upload_mb} must be > 0")
     docs = _Documents(assistant, kb_dir, max_upload_mb)
+    welcome = _welcome(gr, docs, examples)
     with gr.Blocks(title="Domain assistant", analytics_enabled=False) as demo:
         gr.Markdown("## Domain assistant — answers from your documents, with sources")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                _chat_tab(gr, assistant, chat_concurrency)
+                chatbot = _chat_tab(gr, assistant, chat_concurrency)
             with gr.Tab("Documents", id="documents"):
                 _documents_tab(gr, docs, max_upload_mb, demo)
+        demo.load(welcome, None, chatbot, api_visibility="private", show_progress="hidden")
+        for event in docs.events:  # uploads and deletions change the summary and the examples
+            event.then(welcome, None, chatbot, api_visibility="private", show_progress="hidden")
     demo.max_file_size = int(max_upload_mb * 2**20)  # what Gradio's upload route enforces (launch() resets it)
     return demo
 
 
-def _chat_tab(gr: Any, assistant: "Assistant", concurrency: int) -> None:
+def _welcome(gr: Any, docs: _Documents, examples: Sequence[str] | None) -> Callable[[], Any]:
+    """The empty chat's summary and example questions, as an update of the chatbot."""
+    from ui.web.welcome import example_questions, overview_markdown
+
+    def welcome() -> Any:
+        try:
+            kb = docs.kb
+            questions = list(examples) if examples is not None else example_questions(kb)
+            return gr.update(placeholder=overview_markdown(kb), examples=[{"text": q} for q in questions] or None)
+        except Exception as e:  # noqa: BLE001 - e.g. another --kb: the chat still works
+            return gr.update(placeholder=f"⚠️ {md_escape(str(e))}", examples=None)
+
+    return welcome
+
+
+def _typed(fn: Callable, **hints: Any) -> Callable:
+    """``fn`` with these parameters' annotations as objects: Gradio passes ``gr.Request`` and event data
+    by annotation, which it cannot read from this module's string annotations."""
+    fn.__annotations__ = dict(hints)
+    return fn
+
+
+def _session(request: Any) -> str:
+    return str(getattr(request, "session_hash", None) or "")
+
+
+def _chat_tab(gr: Any, assistant: "Assistant", concurrency: int) -> Any:
     cfg = assistant.config
     with gr.Row():
         with gr.Column(scale=3):
@@ -235,7 +161,11 @@ def _chat_tab(gr: Any, assistant: "Assistant", concurrency: int) -> None:
                 box = gr.Textbox(placeholder="Ask a question about your documents…", show_label=False,
                                  scale=5, elem_id="question", autofocus=True)
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-            clear = gr.Button("Clear conversation", size="sm")
+            with gr.Row(equal_height=True):
+                status = gr.Markdown(elem_id="status")
+                stop = gr.Button("⏹ Stop", size="sm", variant="stop", scale=0, min_width=90, elem_id="stop")
+                again = gr.Button("🔄 Regenerate", size="sm", scale=0, min_width=130, elem_id="regenerate")
+                clear = gr.Button("Clear conversation", size="sm", scale=0, min_width=150, elem_id="clear")
         with gr.Column(scale=1):
             gr.Markdown("### Settings")
             k = gr.Slider(1, 20, value=cfg.k, step=1, label="Number of sources (k)")
@@ -246,17 +176,50 @@ def _chat_tab(gr: Any, assistant: "Assistant", concurrency: int) -> None:
             thinking = gr.Checkbox(value=cfg.thinking == "on", label="Thinking (Qwen3 reasoning)")
             retrieval_only = gr.Checkbox(value=cfg.retrieval_only, label="Retrieval only (no model)",
                                          elem_id="retrieval-only")
+    settings = [k, mode, adapter, temperature, thinking, retrieval_only]
+    _chat_events(gr, assistant, concurrency, dict(chatbot=chatbot, box=box, status=status, send=send, stop=stop,
+                                                    again=again, clear=clear), settings)
+    return chatbot
 
-    def respond(message: str, chat: list[dict], *values: Any) -> Iterator[tuple[list[dict], str]]:
-        for state in chat_turn(assistant, message, chat, overrides(*values)):
-            yield state, ""
 
-    inputs = [box, chatbot, k, mode, adapter, temperature, thinking, retrieval_only]
-    box.submit(respond, inputs, [chatbot, box], api_name="chat", concurrency_limit=concurrency,
-               concurrency_id="chat")
-    send.click(respond, inputs, [chatbot, box], api_visibility="private", concurrency_limit=concurrency,
-               concurrency_id="chat")
-    clear.click(lambda: [], None, chatbot, api_visibility="private")
+def _chat_events(gr: Any, assistant: "Assistant", concurrency: int, ui: dict[str, Any], settings: list) -> None:
+    chatbot, box, status = ui["chatbot"], ui["box"], ui["status"]
+    runs = Runs()
+
+    def respond(message: str, chat: list[dict], k: float, mode: str, adapter: bool, temperature: float,
+                thinking: bool, retrieval_only: bool, request: Any = None) -> Iterator[tuple[list[dict], str, str]]:
+        options = overrides(k, mode, adapter, temperature, thinking, retrieval_only)
+        with runs.running(_session(request)) as stop:
+            for state, line in chat_turn(assistant, message, chat, options, stop):
+                yield state, "", line
+
+    def regenerate(chat: list[dict], k: float, mode: str, adapter: bool, temperature: float, thinking: bool,
+                   retrieval_only: bool, request: Any = None) -> Iterator[tuple[list[dict], str]]:
+        options = overrides(k, mode, adapter, temperature, thinking, retrieval_only)
+        with runs.running(_session(request)) as stop:
+            yield from regenerate_turn(assistant, chat, options, stop)
+
+    def stop(request: Any = None) -> None:
+        runs.stop(_session(request))
+
+    inputs, outputs = [box, chatbot, *settings], [chatbot, box, status]
+    queued = dict(concurrency_limit=concurrency, concurrency_id="chat", show_progress="minimal",
+                  show_progress_on=[chatbot])
+    respond, regenerate = _typed(respond, request=gr.Request), _typed(regenerate, request=gr.Request)
+    box.submit(respond, inputs, outputs, api_name="chat", **queued)
+    ui["send"].click(respond, inputs, outputs, api_visibility="private", **queued)
+    ui["again"].click(regenerate, [chatbot, *settings], [chatbot, status], api_visibility="private", **queued)
+    pick = _typed(lambda evt: example_text(evt), evt=gr.SelectData)
+    chatbot.example_select(pick, None, box, api_visibility="private", show_progress="hidden") \
+        .then(respond, inputs, outputs, api_visibility="private", **queued)
+    ui["stop"].click(_typed(stop, request=gr.Request), None, None, api_visibility="private", queue=False)
+    ui["clear"].click(lambda: ([], ""), None, [chatbot, status], api_visibility="private")
+
+
+def example_text(evt: Any) -> str:
+    """The clicked example question (``gr.SelectData.value`` of ``Chatbot.example_select``)."""
+    value = getattr(evt, "value", None)
+    return str(value.get("text", "")) if isinstance(value, dict) else str(value or "")
 
 
 def _documents_tab(gr: Any, docs: _Documents, max_upload_mb: float, demo: Any) -> None:
@@ -287,7 +250,7 @@ def frame(rows: list[list], columns: list[str]) -> Any:
 
 def _documents_events(gr: Any, docs: _Documents, demo: Any, files: Any, add: Any, delete: Any, refresh: Any,
                       outputs: dict[str, Any]) -> None:
-    listing, choice = outputs["listing"], outputs["choice"]
+    listing, choice, report = outputs["listing"], outputs["choice"], outputs["report"]
 
     def refreshed() -> tuple[Any, Any]:
         rows, choices = docs.listing()
@@ -304,18 +267,22 @@ def _documents_events(gr: Any, docs: _Documents, demo: Any, files: Any, add: Any
             text = f"⚠️ {e}"
         return (text, *refreshed())
 
-    add.click(add_files, files, [outputs["summary"], outputs["report"], files, listing, choice],
-              api_name="add_documents", concurrency_limit=1, concurrency_id="kb_write")
-    delete.click(delete_doc, choice, [outputs["deleted"], listing, choice], api_name="delete_document",
-                 concurrency_limit=1, concurrency_id="kb_write")
-    refresh.click(refreshed, None, [listing, choice], api_visibility="private")
-    demo.load(refreshed, None, [listing, choice], api_visibility="private")
+    # The ingest progress bar is drawn on the report table only (not over all five outputs).
+    added = add.click(add_files, files, [outputs["summary"], report, files, listing, choice],
+                      api_name="add_documents", concurrency_limit=1, concurrency_id="kb_write",
+                      show_progress_on=[report])
+    removed = delete.click(delete_doc, choice, [outputs["deleted"], listing, choice], api_name="delete_document",
+                           concurrency_limit=1, concurrency_id="kb_write", show_progress_on=[listing])
+    refreshing = refresh.click(refreshed, None, [listing, choice], api_visibility="private")
+    docs.events = [added, removed, refreshing]
+    demo.load(refreshed, None, [listing, choice], api_visibility="private", show_progress="hidden")
 
 
 def launch(assistant: "Assistant", *, kb_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860,
-           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, **launch_kwargs: Any) -> Any:
+           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples: Sequence[str] | None = None,
+           **launch_kwargs: Any) -> Any:
     """Build the app and serve it on ``host:port`` (loopback unless told otherwise)."""
-    demo = build_app(assistant, kb_dir=kb_dir, max_upload_mb=max_upload_mb)
+    demo = build_app(assistant, kb_dir=kb_dir, max_upload_mb=max_upload_mb, examples=examples)
     demo.queue()
     return demo.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20),
-                       share=False, **launch_kwargs)
+                       share=False, **{**page_assets(), **launch_kwargs})
