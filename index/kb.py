@@ -84,9 +84,7 @@ class KnowledgeBase:
         overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=max_tokens, overlap=overlap)
         _check_meta(path, meta, emb, config)
-        if not meta:
-            store.set_meta(_meta_for(emb, config) | {"generation": "0"})
-        return cls(config, store, emb)
+        return cls(config, store, emb)  # a new store's settings are recorded by its first write
 
     @classmethod
     def _as_built(cls, config: IndexConfig, store: Store, meta: dict[str, str]) -> "KnowledgeBase":
@@ -113,6 +111,17 @@ class KnowledgeBase:
     def embedder(self, value: object) -> None:
         self._embedder = value
 
+    def _record_settings(self) -> None:
+        """Record the embedder and chunk settings in a store that has none yet (under the write lock,
+        before the first write). Opening never records them, so a read (``index search`` of a knowledge
+        base whose first ``ingest add --embedder X`` was killed) cannot lock in another embedder; a
+        store another writer initialised meanwhile is checked against this one's settings instead."""
+        meta = self.store.meta()
+        if meta:
+            _check_meta(self.path, meta, self.embedder, self.config)
+        else:
+            self.store.set_meta(_meta_for(self.embedder, self.config) | {"generation": "0"})
+
     def close(self) -> None:
         self.store.close()
 
@@ -127,6 +136,7 @@ class KnowledgeBase:
             progress: bool = False) -> AddReport:
         """Ingest files, globs and folders; every file ends as one row of the report."""
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            self._record_settings()
             report = add_files(self.store, self.embedder, self.config, [str(p) for p in paths],
                                password=password or self.config.password, progress=progress)
             self._refresh_derived()
@@ -135,6 +145,7 @@ class KnowledgeBase:
     def add_documents(self, docs: Iterable[object], *, progress: bool = False) -> AddReport:
         """Ingest documents already in memory (``ingest.records.Document``), e.g. a BEIR corpus."""
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            self._record_settings()
             report = add_loaded(self.store, self.embedder, self.config, list(docs), progress=progress)
             self._refresh_derived()
         return report
@@ -160,6 +171,7 @@ class KnowledgeBase:
         (['b.txt', 'copy.txt'], 'b')
         """
         with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            self._record_settings()
             report = sync_folder(self.store, self.embedder, self.config, Path(folder),
                                  password=password or self.config.password, progress=progress)
             self._refresh_derived()
@@ -202,6 +214,7 @@ class KnowledgeBase:
             docs = [self.store.document_record(d.sha256) for d in infos]
             sizes = {d.sha256: self.store.document_size(d.sha256) for d in docs}
             with WriteLock(tmp, timeout_s=0):
+                new._record_settings()
                 add_loaded(new.store, new.embedder, new.config, docs, progress=progress, sizes=sizes)
                 new.store.link_paths([(d.sha256, p) for d in infos for p in d.all_paths])  # every path, in order
                 new._refresh_derived()

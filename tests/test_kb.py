@@ -380,3 +380,17 @@ def test_index_help_stays_light(cli_help) -> None:
     text, heavy = cli_help("ui.cli.index", ["--help"], ["search", "--help"], ["eval", "--help"])
     assert "--max-queries" in text and "--mode" in text
     assert not set(heavy) & {"torch", "transformers", "sentence_transformers", "faiss"}, heavy
+
+
+def test_a_read_never_records_settings_in_a_half_made_knowledge_base(tmp_path: Path, docs: Path) -> None:
+    """The first `ingest add --embedder X` is killed right after kb.sqlite appears; an `index search`
+    there must not record the default embedder, so the rerun with X completes."""
+    kb_dir = tmp_path / "kb"
+    KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=32)).close()  # the killed run got this far
+    with KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=64)) as reader:  # any read, other embedder
+        assert reader.search("refund", mode="bm25") == [] and reader.store.meta() == {}
+    with KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=32)) as kb:
+        assert kb.add([docs]).count("added") == 3
+        assert kb.store.meta()["embedder_name"] == "hash-32"
+    with pytest.raises(EmbedderMismatch):  # from now on the recorded embedder is enforced
+        KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=64))
