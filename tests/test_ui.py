@@ -373,3 +373,19 @@ def test_a_declined_turn_says_so_in_the_status(assistant_kb: Path) -> None:
     final, status = list(chat_turn(bot, TARGETS[6][0], [], overrides(1, "bm25", False, 0, False, False)))[-1]
     assert status.startswith("🚫 declined: ") and spy.calls == []
     assert final[1]["content"] == "The documents do not contain this information."
+
+
+def test_example_questions_file_for_the_empty_chat(tmp_path: Path) -> None:
+    from ui.cli.assistant import _example_questions
+
+    good = tmp_path / "examples.txt"
+    good.write_text("年假有几天？\n\n  What is the restocking fee?  \n", encoding="utf-8")
+    assert _example_questions(good) == ["年假有几天？", "What is the restocking fee?"]
+    (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
+    (tmp_path / "gbk.txt").write_bytes("年假".encode("gbk"))
+    with pytest.raises(ValueError, match="no question"):
+        _example_questions(tmp_path / "blank.txt")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        _example_questions(tmp_path / "gbk.txt")
+    with pytest.raises(FileNotFoundError, match="--examples"):
+        _example_questions(tmp_path / "missing.txt")

@@ -201,9 +201,14 @@ def ui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0
        port: int = typer.Option(7860, help="TCP port"),
        max_upload_mb: float = typer.Option(DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb",
                                            help="largest file the Documents tab accepts"),
+       examples: Optional[Path] = typer.Option(None, "--examples", help=(
+           "UTF-8 text file, one example question per line, shown on the empty chat (default: made "
+           "from the knowledge base)")),
        *, config: AssistantConfig) -> None:
     """Open the web UI: chat with cited answers, upload and manage documents."""
     from index.store import store_path
+
+    questions = _example_questions(examples) if examples is not None else None
 
     kb = Path(config.kb)
     if not store_path(kb).is_file():
@@ -216,7 +221,22 @@ def ui(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0
                     fg="yellow", err=True)
     from ui.web.app import launch
 
-    launch(_assistant(config), kb_dir=kb, host=host, port=port, max_upload_mb=max_upload_mb)
+    launch(_assistant(config), kb_dir=kb, host=host, port=port, max_upload_mb=max_upload_mb, examples=questions)
+
+
+def _example_questions(path: Path) -> list[str]:
+    """The non-blank lines of ``path``; FileNotFoundError / ValueError (exit 2) naming the file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--examples {path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                         "save it as UTF-8") from None
+    except OSError as err:
+        raise FileNotFoundError(f"--examples {path}: {err.strerror or err}") from None
+    questions = [line.strip() for line in lines if line.strip()]
+    if not questions:
+        raise ValueError(f"--examples {path}: no question in it (one per line)")
+    return questions
 
 
 if __name__ == "__main__":
