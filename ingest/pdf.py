@@ -12,6 +12,10 @@ Policy per page (1-based page numbers are kept):
 * Partially readable files: a page that cannot be read becomes an empty page plus a warning naming
   it; the document fails with CorruptDocument only when pypdf cannot parse the file at all (no
   usable xref/trailer, truncated, fuzzed) or when no page at all can be read.
+
+Then, over the whole document: running headers, footers and page numbers are taken out
+(``ingest.furniture``, documents of 3+ pages), and the values of filled form fields are put into
+the text of the page that shows them, after their printed label or as "label: value" lines.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import re
 from dataclasses import dataclass
 
 from ingest.errors import CorruptDocument, IngestError, NeedsPassword, WrongPassword
+from ingest.forms import add_form_values
+from ingest.furniture import strip_furniture
 from ingest.ocr import ocr_image
 from ingest.records import Page
 from ingest.render import PdfiumView
@@ -35,11 +41,13 @@ _PLACEHOLDER_TITLE = re.compile(r"^(untitled|title|document|doc|unknown|none|bin
 
 @dataclass(frozen=True)
 class PdfContent:
-    """What ``read_pdf`` found: pages in order, per-page warnings and the metadata title."""
+    """What ``read_pdf`` found: pages in order, per-page warnings, the metadata title and the
+    running headers, footers and page numbers taken out of the pages (``ingest.furniture``)."""
 
     pages: tuple[Page, ...]
     warnings: tuple[str, ...]
     title: str | None
+    furniture: tuple[str, ...] = ()
 
 
 def meaningful_title(title: object) -> str | None:
@@ -78,8 +86,10 @@ def _parse_error(path: object, data: bytes, exc: Exception) -> CorruptDocument:
 def open_pdf(path: object, data: bytes, password: str | None) -> tuple[object, str | None]:
     """Parse and, if needed, decrypt a PDF with pypdf; returns the reader and the password used.
 
-    An empty *user* password opens owner-only protected files. A file whose empty password only
-    matches the *owner* password still asks for the user password, as PDF viewers do.
+    The empty password is tried after ``password``: files that PDF viewers open without asking
+    (an empty user password, any owner password) need none. Raises CorruptDocument (unparsable file
+    or encryption dictionary), NeedsPassword (no ``password`` and the file needs one), WrongPassword
+    (``password`` does not open it) and IngestError (AES without the 'cryptography' package).
     """
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError
@@ -94,7 +104,8 @@ def open_pdf(path: object, data: bytes, password: str | None) -> tuple[object, s
     try:
         if password is not None and reader.decrypt(password) != PasswordType.NOT_DECRYPTED:
             return reader, password
-        if reader.decrypt("") == PasswordType.USER_PASSWORD:
+        opened = reader.decrypt("")
+        if opened == PasswordType.USER_PASSWORD or (opened == PasswordType.OWNER_PASSWORD and _opens_unasked(data)):
             return reader, ""  # owner-only protection: readable without a password
     except DependencyError as exc:
         raise IngestError(path, f"needs the 'cryptography' package to decrypt it ({exc})") from exc
@@ -103,6 +114,25 @@ def open_pdf(path: object, data: bytes, password: str | None) -> tuple[object, s
     if password is None:
         raise NeedsPassword(path, "is password-protected; pass its password with --password")
     raise WrongPassword(path, "the password given with --password does not open it; check the password")
+
+
+def _opens_unasked(data: bytes) -> bool:
+    """Whether a viewer opens an encrypted PDF without asking for a password (its user password is
+    empty), for a file whose owner password is empty.
+
+    pypdf checks the owner password first, so with an empty owner password ``decrypt("")`` says
+    OWNER_PASSWORD whether the user password is empty too (every viewer opens the file: pypdf's own
+    ``encrypt("")`` writes such files) or not (viewers ask for it). pdfium, Chrome's viewer, tries
+    the empty password as the user password only, so it tells the two apart.
+    """
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        pdfium.PdfDocument(data).close()
+    except pdfium.PdfiumError as exc:  # another failure than the password: pypdf decrypted it, go on
+        return getattr(exc, "err_code", None) != pdfium_c.FPDF_ERR_PASSWORD
+    return True
 
 
 class _StreamErrors(logging.Handler):
@@ -180,6 +210,15 @@ def read_page(reader: object, view: PdfiumView, index: int, ocr: bool) -> tuple[
     number = index + 1
     raw, error = _extract(reader, index)
     layer = assess_text_layer(raw)
+    # -- tables (ingest.tables): a readable page that draws ruling lines gets its tables as Markdown
+    # rows in place of pypdf's run-together cells; None (no table) keeps pypdf's text as it is.
+    if not error and not layer.garbled:
+        from ingest.tables import page_text_with_tables  # a light module; imported here to keep this edit local
+
+        tabled = page_text_with_tables(reader, index)
+        if tabled is not None and not (tabled_layer := assess_text_layer(tabled)).garbled:
+            layer = tabled_layer
+    # -- end tables
     if error or layer.garbled:
         alt = _pdfium_layer(view, index, layer)
         if alt is not None:
@@ -203,6 +242,9 @@ def read_page(reader: object, view: PdfiumView, index: int, ocr: bool) -> tuple[
 
 def read_pdf(path: object, data: bytes, *, password: str | None = None, ocr: bool = True) -> PdfContent:
     """Read every page of a PDF given as bytes (``path`` only names it in errors and warnings).
+
+    Pages come without running headers/footers (listed in ``furniture``) and with their filled form
+    values. Raises the errors of ``open_pdf``, and CorruptDocument when no page can be read.
 
     >>> from pathlib import Path
     >>> pdf = Path("../shared/data/pdfs/encrypted_rc4_owner_only.pdf")  # from the repository root
@@ -234,7 +276,10 @@ def read_pdf(path: object, data: bytes, *, password: str | None = None, ocr: boo
                         "were not checked for images or OCR'd")
     if len(failed) == count:
         raise CorruptDocument(path, f"none of its {count} pages can be read ({failed[0]})")
-    return PdfContent(tuple(pages), tuple(warnings), _title(reader))
+    # Furniture first: form values appended at a page's end must not hide its footer.
+    kept, furniture = strip_furniture(pages)
+    filled, notes = add_form_values(reader, kept)
+    return PdfContent(tuple(filled), tuple(warnings + notes), _title(reader), furniture)
 
 
 def _title(reader: object) -> str | None:
@@ -243,3 +288,4 @@ def _title(reader: object) -> str | None:
         return meaningful_title(meta.title if meta else None)
     except Exception:  # a damaged Info dictionary only costs the title
         return None
+

