@@ -37,6 +37,10 @@ MIN_IMAGE_SHARE = 0.02  # of the page area; smaller images are logos and icons, 
 
 _FILENAME_TITLE = re.compile(r"\.(pdf|docx?|tex|dvi|ps|indd|pptx?|xlsx?|rtf|odt|qxd)$", re.I)
 _PLACEHOLDER_TITLE = re.compile(r"^(untitled|title|document|doc|unknown|none|binder|slide)\s*\d*$", re.I)
+# The PDF libraries' warnings ("EOF marker not found", "invalid pdf header") belong in the application's
+# log, not on stderr beside our report: without a handler of their own Python prints them there.
+for _name in ("pypdf", "pdfminer"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def _parse_error(path: object, data: bytes, exc: Exception) -> CorruptDocument:
         return CorruptDocument(path, "not a PDF (no %PDF- header): is it another file type renamed to .pdf?")
     hint = "the file is damaged"
     if b"%%EOF" not in data[-2048:]:
-        hint = "the file looks truncated (no %%EOF marker at its end)"
+        hint = "the file looks truncated (no %EOF marker at its end)"
     return CorruptDocument(path, f"cannot be parsed as a PDF: {hint} ({type(exc).__name__}: {exc}); "
                                  "re-download or re-export it")
 
@@ -94,6 +98,8 @@ def open_pdf(path: object, data: bytes, password: str | None) -> tuple[object, s
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError
 
+    if b"%PDF-" not in data[:1024]:  # no header where viewers look: reject at once (a 200 MB blank file took 104 s)
+        raise _parse_error(path, data, ValueError("no %PDF- header"))
     try:
         reader = PdfReader(io.BytesIO(data))
         encrypted = reader.is_encrypted

@@ -377,3 +377,17 @@ def test_doctests_of_pdf_and_ocr(shared_data: Path, monkeypatch: pytest.MonkeyPa
     for module in (pdf, ocr):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_library_warnings_stay_off_stderr_and_hopeless_files_fail_at_once(pdfs: Path, tmp_path: Path,
+                                                                           capfd: pytest.CaptureFixture) -> None:
+    """pypdf's "EOF marker not found" went to stderr beside the report; a 200 MB blank .pdf was parsed
+    for 104 s before it was refused: now a file without the %PDF- header is refused before parsing."""
+    with pytest.raises(CorruptDocument, match=r"truncated \(no %EOF marker"):
+        load_document(pdfs / "corrupt_truncated_tracemonkey_first40pct.pdf")
+    blank = tmp_path / "blank.pdf"
+    with open(blank, "wb") as f:
+        f.truncate(20 * 2**20)  # sparse: 20 MB of zeros
+    with pytest.raises(CorruptDocument, match="no %PDF- header"):
+        load_document(blank)
+    assert capfd.readouterr().err == ""
