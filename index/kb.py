@@ -70,6 +70,7 @@ class KnowledgeBase:
         config = replace(config or IndexConfig(), kb=Path(path), **fields)  # type: ignore[arg-type]
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        created = not store_path(path).exists()
         store = Store(store_path(path))
         meta = store.meta()
         if meta and embedder is None and config.embedder is None and config.max_tokens is None:
@@ -84,7 +85,10 @@ class KnowledgeBase:
         overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=max_tokens, overlap=overlap)
         _check_meta(path, meta, emb, config)
-        return cls(config, store, emb)  # a new store's settings are recorded by its first write
+        kb = cls(config, store, emb)
+        if created:  # this call made the store: it records its settings (`assistant ui`'s empty KB)
+            kb._record_settings()
+        return kb  # an existing store without settings (a first add killed early) gets them at its first write
 
     @classmethod
     def _as_built(cls, config: IndexConfig, store: Store, meta: dict[str, str]) -> "KnowledgeBase":

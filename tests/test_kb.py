@@ -385,10 +385,17 @@ def test_index_help_stays_light(cli_help) -> None:
 def test_a_read_never_records_settings_in_a_half_made_knowledge_base(tmp_path: Path, docs: Path) -> None:
     """The first `ingest add --embedder X` is killed right after kb.sqlite appears; an `index search`
     there must not record the default embedder, so the rerun with X completes."""
+    from index.store import Store, store_path
+
     kb_dir = tmp_path / "kb"
-    KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=32)).close()  # the killed run got this far
+    kb_dir.mkdir()
+    Store(store_path(kb_dir)).close()  # the killed run got this far: a store without settings
     with KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=64)) as reader:  # any read, other embedder
         assert reader.search("refund", mode="bm25") == [] and reader.store.meta() == {}
+    created = tmp_path / "new"
+    KnowledgeBase.open(created, embedder=HashEmbedder(dim=32)).close()  # creating one records its settings
+    with pytest.raises(EmbedderMismatch):
+        KnowledgeBase.open(created, embedder=HashEmbedder(dim=64))
     with KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=32)) as kb:
         assert kb.add([docs]).count("added") == 3
         assert kb.store.meta()["embedder_name"] == "hash-32"
