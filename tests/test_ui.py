@@ -389,3 +389,23 @@ def test_example_questions_file_for_the_empty_chat(tmp_path: Path) -> None:
         _example_questions(tmp_path / "gbk.txt")
     with pytest.raises(FileNotFoundError, match="--examples"):
         _example_questions(tmp_path / "missing.txt")
+
+
+def test_the_documents_tab_leaves_no_temporary_upload_behind(tmp_path: Path, kb: object,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepted and rejected uploads alike: Gradio's temporary copies go once ingested (the KB keeps its
+    own copy of accepted files); other files are never touched."""
+    from types import SimpleNamespace
+
+    from ui.web.app import _Documents
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    files = [upload(tmp_path, "manual.md", TEXT.encode()), upload(tmp_path, "evil.exe", b"MZ"),
+             upload(tmp_path, "empty.txt", b"")]
+    outside = tmp_path / "mine.md"
+    outside.write_text(TEXT, encoding="utf-8")
+    docs = _Documents(SimpleNamespace(kb=kb), None, max_upload_mb=1)
+    summary, rows = docs.add([str(p) for p in files] + [str(outside)])
+    assert [r[1] for r in rows] == ["added", "failed", "failed", "unchanged"], rows
+    assert not any((tmp_path / "gradio").rglob("*")) and outside.is_file()
+    assert len(kb.documents()) == 1

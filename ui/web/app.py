@@ -39,6 +39,7 @@ from ui.web.uploads import (
     DEFAULT_MAX_UPLOAD_MB,
     DOC_COLUMNS,
     REPORT_COLUMNS,
+    discard_uploads,
     document_rows,
     ingest_uploads,
     remove_document,
@@ -80,8 +81,11 @@ class _Documents:
             if progress is not None:
                 progress((done, total), desc=f"ingesting {name}", unit="files")
 
+        from gradio.utils import get_upload_folder
+
         with self.lock:
             rows = ingest_uploads(self.kb, paths, max_bytes=self.max_bytes, progress=report)
+        discard_uploads(paths, get_upload_folder())  # the KB keeps its own copy of each accepted file
         return f"**Ingested:** {report_summary(rows)}", report_rows(rows)
 
     def delete(self, sha256: str | None) -> str:
@@ -112,7 +116,9 @@ def build_app(assistant: "Assistant", *, kb_dir: str | Path | None = None,
         raise ValueError(f"max_upload_mb={max_upload_mb} must be > 0")
     docs = _Documents(assistant, kb_dir, max_upload_mb)
     welcome = _welcome(gr, docs, examples)
-    with gr.Blocks(title="Domain assistant", analytics_enabled=False) as demo:
+    # delete_cache: Gradio's own temporary files (uploads) older than an hour go every hour, and all of
+    # this app's at shutdown
+    with gr.Blocks(title="Domain assistant", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## Domain assistant — answers from your documents, with sources")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):

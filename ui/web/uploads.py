@@ -142,6 +142,31 @@ def ingest_uploads(kb: "KnowledgeBase", paths: Sequence[str | Path], *, max_byte
     return rows
 
 
+def discard_uploads(paths: Sequence[str | Path], upload_root: str | Path) -> int:
+    """Delete Gradio's temporary copies of uploads once ingested (accepted ones were copied into the
+    knowledge base, rejected ones are of no use), and their folders when left empty; paths outside
+    ``upload_root`` (Gradio's upload folder) are never touched. Returns the files deleted.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "abc").mkdir(); _ = (root / "abc" / "a.pdf").write_bytes(b"")
+    >>> discard_uploads([root / "abc" / "a.pdf", "/etc/hostname"], root), (root / "abc").exists()
+    (1, False)
+    """
+    root, deleted = Path(upload_root).resolve(), 0
+    for path in map(Path, paths):
+        try:
+            resolved = path.resolve()
+            if root not in resolved.parents or not resolved.is_file():
+                continue
+            resolved.unlink()
+            deleted += 1
+            if resolved.parent != root and not any(resolved.parent.iterdir()):
+                resolved.parent.rmdir()
+        except OSError:  # already gone, or in use: Gradio's delete_cache removes it at shutdown
+            continue
+    return deleted
+
+
 def remove_document(kb: "KnowledgeBase", sha256: str) -> "Removal":
     """Remove a document (every path it is stored under), and its stored uploads among them."""
     removal = kb.remove(sha256)
