@@ -89,14 +89,17 @@ def snippet(text: str, question: str, width: int = 180) -> str:
 def passages_table(question: str, hits: list, seconds: float) -> object:
     from rich.table import Table
 
+    from ui.cli.index import score_column  # the cosine to the query, not the per-query fused score
+
     table = Table(title=f"[bold]{question}[/]", caption=f"hybrid search, {seconds * 1000:.0f} ms",
                   show_lines=True, title_justify="left")
-    for col, kw in (("#", {"justify": "right"}), ("score", {"justify": "right"}),
+    header, scores = score_column(hits)
+    for col, kw in (("#", {"justify": "right"}), (header, {"justify": "right"}),
                     ("document", {"max_width": 28}), ("page", {"justify": "right"}), ("passage", {})):
         table.add_column(col, overflow="fold", **kw)
-    for rank, hit in enumerate(hits, 1):
+    for rank, (hit, score) in enumerate(zip(hits, scores), 1):
         pages = str(hit.page_start) if hit.page_end == hit.page_start else f"{hit.page_start}-{hit.page_end}"
-        table.add_row(str(rank), f"{hit.score:.4f}", f"{hit.title}\n[dim]{Path(hit.path).name}[/]",
+        table.add_row(str(rank), score, f"{hit.title}\n[dim]{Path(hit.path).name}[/]",
                       pages, snippet(hit.text, question))
     return table
 
