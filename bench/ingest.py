@@ -98,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ingest throughput vs raw encoding")
     parser.add_argument("--embedder", default="multilingual-e5-small")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved runs per side (best kept)")
+    # The raw side is SentenceTransformer.encode, so both sides run on torch: the question is the
+    # pipeline's own overhead; what the ONNX backend gains is bench/embed.py's question.
+    parser.add_argument("--embedder-backend", default="torch", choices=("torch",),
+                        help="the embedder's backend on both sides (torch: the raw side is SentenceTransformer)")
     args = parser.parse_args(argv)
     pdfs = [PDF_DIR / name for name in PDFS]
     if missing := [str(p) for p in pdfs if not p.is_file()]:
         print(f"skipped: shared data not found ({', '.join(missing)})")
         return 0
-    emb, start = load_embedder(args.embedder), time.perf_counter()
+    emb, start = load_embedder(args.embedder, backend=args.embedder_backend), time.perf_counter()
     emb.encode_passages(["warm-up passage " * 40] * BATCH_SIZE)  # load + first-call costs
     print(f"embedder {emb.name}: loaded and warmed up in {time.perf_counter() - start:.1f} s (not counted)")
     print(f"torch threads: {torch.get_num_threads()}, batch size {BATCH_SIZE}, repeat {args.repeat}, "

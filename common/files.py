@@ -23,7 +23,7 @@ import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 BLOCK = 1 << 20  # bytes read at a time when hashing (1 MiB)
 
@@ -141,3 +141,43 @@ def file_sha256(path: str | Path) -> str:
         while block := handle.read(BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def build_folder_once(folder: Path, build: Callable[[Path], None], *, done_marker: str) -> Path:
+    """``folder``, built by ``build(path)`` once across threads and processes: under a file lock beside
+    it, into a temporary folder renamed into place, complete when it holds ``done_marker`` (a file
+    ``build`` writes last). A crash mid-build leaves only a temporary folder (removed on the next try),
+    never a half ``folder``; a folder without the marker is rebuilt.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "model"
+    >>> calls = []
+    >>> def build(path):
+    ...     calls.append(path); path.mkdir(); _ = (path / "done.txt").write_text("ok")
+    >>> first = build_folder_once(target, build, done_marker="done.txt")
+    >>> first == build_folder_once(target, build, done_marker="done.txt") == target
+    True
+    >>> len(calls), sorted(p.name for p in target.iterdir())
+    (1, ['done.txt'])
+    """
+    import shutil
+    import tempfile
+
+    from filelock import FileLock
+
+    if (folder / done_marker).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.parent / f".{folder.name}.lock")):
+        if (folder / done_marker).is_file():
+            return folder
+        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # no marker: incomplete
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            build(tmp / "out")
+            os.replace(tmp / "out", folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -11,6 +11,7 @@ DEFAULT_KB = "kb"
 KB_ENV = "QDA_KB"  # environment variable naming the knowledge-base folder
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 MODES = ("hybrid", "dense", "bm25")
+EMBEDDER_BACKENDS = ("auto", "torch", "onnx")  # index.embedder.resolve_backend says what auto is
 
 
 def default_kb() -> Path:
@@ -30,6 +31,9 @@ class IndexConfig:
     kb: Path = field(default=Path(DEFAULT_KB), metadata={"help": "knowledge-base folder"})
     embedder: str | None = field(default=None, metadata={
         "help": f"sentence-transformers id or path (none: the one the KB was built with; new KBs: {DEFAULT_EMBEDDER})"})
+    embedder_backend: str = field(default="auto", metadata={
+        "help": f"how the embedder runs: {' | '.join(EMBEDDER_BACKENDS)} (auto: what the KB was built with; new KBs: "
+                f"onnx int8 for {DEFAULT_EMBEDDER} on CPU, torch with a CUDA device or for other embedders)"})
     # Chunk size in embedder tokens (prefix and special tokens included) and the tokens shared
     # by consecutive chunks; None: what the knowledge base was built with (new: MAX_TOKENS / OVERLAP).
     max_tokens: int | None = field(default=None, metadata={
@@ -49,6 +53,8 @@ class IndexConfig:
             problems.append(f"max_tokens={self.max_tokens} is too small (need >= 16)")
         if self.overlap is not None and not 0 <= self.overlap < (self.max_tokens or MAX_TOKENS):
             problems.append(f"overlap={self.overlap} must be >= 0 and < max_tokens={self.max_tokens or MAX_TOKENS}")
+        if self.embedder_backend not in EMBEDDER_BACKENDS:
+            problems.append(f"embedder_backend={self.embedder_backend!r} is not one of {', '.join(EMBEDDER_BACKENDS)}")
         if self.mode not in MODES:
             problems.append(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
         if self.k < 1:

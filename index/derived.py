@@ -13,7 +13,8 @@ chunks' tokens come from SQLite; all weights are recomputed from the kept term f
 so the scores equal a rebuild's exactly). A ``Derived`` is never changed once made, so a
 search running in another thread keeps a consistent pair. Each index is diffed on its own
 ids, so a torn save that left one index newer than the other still converges. Readers catch
-up in memory; writers (holding the write lock) save the result.
+up in memory, to exactly the generation of their read transaction (a search reads its hits in
+the same one: ``index.kb``); writers (holding the write lock) save the result.
 
 Dense index type: exact inner product (``IndexFlatIP``) below ``HNSW_THRESHOLD`` chunks,
 HNSW (M=32, efSearch=128) above it. Exact search over 100k x 384 float32 vectors takes a few
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,51 @@ class Derived:
         return [(int(i), float(s)) for i, s in self.sparse.search(tokens, n)]
 
 
+class Cache:
+    """The derived indexes of one open knowledge base, shared by its threads (one catch-up at a
+    time): :meth:`fresh` for searches; writers :meth:`warm` them without the write lock, then
+    :meth:`refresh` under it (a small catch-up, and the save)."""
+
+    def __init__(self, kb_dir: Path, store: Store, dim: int) -> None:
+        self.kb_dir, self.store, self.dim = Path(kb_dir), store, dim
+        self.current: Derived | None = None  # the newest made; never changed, only replaced
+        self._lock = threading.Lock()
+
+    def fresh(self) -> Derived:
+        """The indexes at exactly the generation this thread's store reads (inside a
+        ``store.snapshot()``, the snapshot's: a search reads its hits in the same one, so every id
+        it finds is a row): in memory, saved, or caught up (back, for a snapshot older than
+        another thread's catch-up; only a newer one is kept)."""
+        with self._lock, self.store.snapshot():
+            gen, base = self.store.generation(), self.current
+            if base is not None and base.generation == gen:
+                return base
+            if base is None or saved_generation(self.kb_dir) == gen:
+                base = load(self.kb_dir) or base
+            made = update(self.store, base, self.dim) if base is not None else build(self.store, self.dim)
+            if self.current is None or made.generation > self.current.generation:
+                self.current = made
+            return made
+
+    def warm(self) -> None:
+        """Catch up in memory when the saved indexes are behind the store (the costly part of a
+        refresh, done before the write lock is taken); nothing when nothing changed."""
+        if self.current is not None or saved_generation(self.kb_dir) != self.store.generation():
+            self.fresh()
+
+    def refresh(self) -> None:
+        """Bring the indexes up to the store and save them (the caller holds the write lock)."""
+        with self._lock:
+            saved, base = saved_generation(self.kb_dir), self.current
+            if base is None and saved == self.store.generation():
+                return  # nothing changed (e.g. every file unchanged): no need to load them
+            base = base or load(self.kb_dir)
+            current = update(self.store, base, self.dim) if base is not None else build(self.store, self.dim)
+            if saved != current.generation:
+                save(self.kb_dir, current)
+            self.current = current
+
+
 def build(store: Store, dim: int) -> Derived:
     """Build both indexes from the store (in memory)."""
     with store.snapshot():
@@ -90,8 +137,9 @@ def build(store: Store, dim: int) -> Derived:
 
 
 def update(store: Store, base: Derived, dim: int) -> Derived:
-    """``base`` (any earlier state) brought up to the store, as a new ``Derived`` (``base`` is
-    left as it was).
+    """``base`` (any other state of the store, earlier or later) brought to the generation the store
+    reads (inside a ``store.snapshot()``: the snapshot's), as a new ``Derived`` (``base`` is left
+    as it was).
 
     >>> d = update(store, d, dim)   # after kb writes                  # doctest: +SKIP
     """

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -209,23 +208,6 @@ def ensure_e5_folder(folder: Path | None = None) -> Path:
     Two processes racing here build once: the loser waits on the lock, then sees the folder.
     A crash mid-build leaves only a temp dir (removed on the next try), never a half folder.
     """
-    from filelock import FileLock
+    from common.files import build_folder_once
 
-    folder = folder or default_folder()
-    if (folder / FINGERPRINT_FILE).is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder.parent / f".{folder.name}.lock")):
-        if (folder / FINGERPRINT_FILE).is_file():
-            return folder
-        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if folder.exists():  # a folder without a fingerprint is incomplete: rebuild it
-            shutil.rmtree(folder)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
-            build_folder(tmp / "out")
-            os.replace(tmp / "out", folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return build_folder_once(folder or default_folder(), build_folder, done_marker=FINGERPRINT_FILE)

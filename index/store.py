@@ -11,7 +11,8 @@ for good, and a derived index catches up with the store by comparing id sets.
 A document is identified by its content (the sha256 of its bytes) and knows every path it was
 added under (``doc_paths``, in the order added); ``documents.path`` is its display path, the first
 of them still stored, which hits and citations show. A document goes when its last path goes.
-Schema 1 (one path per document) is migrated on open (:mod:`index.schema`).
+Schema 1 (one path per document) is migrated on open (:mod:`index.schema`). Each thread reads
+through its own connection (:mod:`index.connections`), so it sees committed states only.
 
 Layout of a knowledge-base folder::
 
@@ -25,18 +26,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from index.connections import Connections, StoreReplaced, snapshot, transaction
 from index.errors import NoKnowledgeBase
 from index.records import Hit
 from index.schema import open_schema
 from ingest.records import Chunk, Document, Page
+
+__all__ = ["DocInfo", "Store", "StoreReplaced", "require_store", "store_path"]
 
 STORE_FILE = "kb.sqlite"  # the knowledge base's truth; everything else in the folder is derived from it
 
@@ -89,22 +93,31 @@ class DocInfo:
 
 
 class Store:
-    """Thin typed access to ``kb.sqlite``. Writers must hold :class:`index.lock.WriteLock`."""
+    """Typed access to ``kb.sqlite``. Writers must hold :class:`index.lock.WriteLock`.
+
+    Each thread has its own connection (:mod:`index.connections`): it sees committed states only.
+    Raises :class:`~index.connections.StoreReplaced` when a thread would open another file than
+    the one this store opened (the knowledge base was reindexed meanwhile).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        # isolation_level=None: we open transactions explicitly with BEGIN IMMEDIATE.
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        # One transaction at a time on this connection, whichever thread opens it (a UI adds
-        # documents while other threads search; SQLite cannot nest BEGINs).
-        self._tx_lock = threading.RLock()
+        self._conns = Connections(self.path)
         open_schema(self.db)  # creates the tables, or migrates an older schema (index.schema)
+        self._conns.pin()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        return self._conns.get()
+
+    def check_current(self) -> None:
+        """Raise ``StoreReplaced`` when ``kb.sqlite`` is no longer the file this store opened
+        (``index reindex`` in another process swapped in a new one); writers check it under the lock."""
+        self._conns.check_current()
 
     def close(self) -> None:
-        self.db.close()
+        self._conns.close()
 
     # -- meta -------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -131,12 +144,15 @@ class Store:
                         (str(self.generation() + 1),))
 
     # -- transactions -----------------------------------------------------------------
-    def transaction(self) -> "_Tx":
-        return _Tx(self.db, self._tx_lock, "BEGIN IMMEDIATE")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction of this thread's connection (not inside another of its transactions)."""
+        return transaction(self.db)
 
-    def snapshot(self) -> "_Tx":
-        """A read transaction: every query inside sees the same committed state."""
-        return _Tx(self.db, self._tx_lock, "BEGIN DEFERRED")
+    def snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state. Inside another
+        transaction of this thread it joins that one (a search reads the generation, catches the
+        derived indexes up and reads the hits in one)."""
+        return snapshot(self.db)
 
     # -- documents --------------------------------------------------------------------
     def has_document(self, sha256: str) -> bool:
@@ -157,8 +173,12 @@ class Store:
         return [(sha, path) for sha, path in rows if path.startswith(root)]
 
     def put_document(self, doc: Document, chunks: Sequence[Chunk], tokens: Sequence[str],
-                     vectors: np.ndarray, *, size: int, paths: Sequence[str] = ()) -> None:
-        """Insert ``doc`` with its chunks, stored under ``paths`` (default: ``doc.path``), atomically."""
+                     vectors: np.ndarray, *, size: int, paths: Sequence[str] = (),
+                     leaving: Sequence[tuple[str, str]] = ()) -> list[DocInfo]:
+        """Insert ``doc`` with its chunks, stored under ``paths`` (default: ``doc.path``), and forget
+        the (sha256, path) pairs of ``leaving`` (as :meth:`unlink_paths`), in one transaction: a
+        search sees the old document or the new one, never both nor neither. Returns the documents
+        deleted for want of a path."""
         paths = list(dict.fromkeys(paths or [str(doc.path)]))
         rows = [(c.chunk_id, doc.sha256, c.ordinal, c.text, c.page_start, c.page_end, c.char_start,
                  c.char_end, int(c.ocr), t, np.asarray(v, dtype=np.float32).tobytes())
@@ -178,34 +198,44 @@ class Store:
                 " char_start, char_end, ocr, tokens, vector) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(first + i,) + r for i, r in enumerate(rows)])
             self._bump()
+            return self._unlink(leaving)
 
-    def link_paths(self, pairs: Iterable[tuple[str, str]]) -> int:
-        """Record each (sha256, path) of a stored document, in one transaction; how many were new.
+    def link_paths(self, pairs: Iterable[tuple[str, str]], *, leaving: Sequence[tuple[str, str]] = ()) -> int:
+        """Record each (sha256, path) of a stored document and forget the pairs of ``leaving`` (as
+        :meth:`unlink_paths`), in one transaction; how many pairs were new.
 
         A document's first path stays its display path. Raises ``sqlite3.IntegrityError`` (and
         records nothing) when a sha256 is not stored.
         """
         with self.transaction():
             sql = "INSERT OR IGNORE INTO doc_paths (sha256, path) VALUES (?, ?)"
-            return sum(self.db.execute(sql, pair).rowcount for pair in pairs)
+            new = sum(self.db.execute(sql, pair).rowcount for pair in pairs)
+            self._unlink(leaving)
+            return new
 
     def unlink_paths(self, pairs: Iterable[tuple[str, str]]) -> list[DocInfo]:
         """Forget each (sha256, path), in one transaction; a document left without a path is deleted
         with its chunks, and one that keeps a path shows the first left (:meth:`_redisplay`).
         Returns the deleted documents as they were."""
-        pairs = list(dict.fromkeys(pairs))
-        touched = list(dict.fromkeys(sha for sha, _ in pairs))
         with self.transaction():
-            before = {d.sha256: d for d in self._infos(touched)}
-            self._reserve_ids(0)  # the ids of the deleted chunks stay used
-            self.db.executemany("DELETE FROM doc_paths WHERE sha256=? AND path=?", pairs)
-            gone = [sha for sha in before if not self.paths_of(sha)]
-            self.db.executemany("DELETE FROM documents WHERE sha256=?", [(s,) for s in gone])
-            for info in before.values():
-                if info.sha256 not in gone:
-                    self._redisplay(info)
-            if gone:
-                self._bump()
+            return self._unlink(pairs)
+
+    def _unlink(self, pairs: Iterable[tuple[str, str]]) -> list[DocInfo]:
+        """:meth:`unlink_paths` inside the caller's write transaction."""
+        pairs = list(dict.fromkeys(pairs))
+        if not pairs:
+            return []
+        touched = list(dict.fromkeys(sha for sha, _ in pairs))
+        before = {d.sha256: d for d in self._infos(touched)}
+        self._reserve_ids(0)  # the ids of the deleted chunks stay used
+        self.db.executemany("DELETE FROM doc_paths WHERE sha256=? AND path=?", pairs)
+        gone = [sha for sha in before if not self.paths_of(sha)]
+        self.db.executemany("DELETE FROM documents WHERE sha256=?", [(s,) for s in gone])
+        for info in before.values():
+            if info.sha256 not in gone:
+                self._redisplay(info)
+        if gone:
+            self._bump()
         return [before[s] for s in gone]
 
     def _redisplay(self, info: DocInfo) -> None:
@@ -328,25 +358,3 @@ class Store:
         return [Hit(chunk_id=r[1], text=r[2], score=float(s), doc_sha256=r[3], title=r[4], path=r[5],
                     page_start=r[6], page_end=r[7], char_start=r[8], char_end=r[9], ocr=bool(r[10]))
                 for i, s in scored if (r := rows.get(i)) is not None]
-
-
-class _Tx:
-    """``begin`` ... ``COMMIT`` holding ``lock``, rolled back on any exception."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, begin: str) -> None:
-        self.db, self.lock, self.begin = db, lock, begin
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            self.db.execute(self.begin)
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.db
-
-    def __exit__(self, et: object, ev: object, tb: object) -> None:
-        try:
-            self.db.execute("COMMIT" if et is None else "ROLLBACK")
-        finally:
-            self.lock.release()

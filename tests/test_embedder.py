@@ -60,6 +60,14 @@ def test_load_embedder_hash_and_protocol():
         HashEmbedder(dim=1)
 
 
+def test_load_embedder_backend_argument():
+    assert load_embedder("hash-8", backend="onnx").dim == 8  # the fake has no backends
+    with pytest.raises(ValueError, match="'gpu' is not one of auto, torch, onnx"):
+        load_embedder(str(minilm_path()), backend="gpu")
+    with pytest.raises(ValueError, match="not torch or onnx"):
+        SentenceTransformerEmbedder(str(minilm_path()), backend="auto")  # load_embedder resolves auto
+
+
 def test_unknown_embedder_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EmbedderNotFound, match="no-such-model"):

@@ -75,14 +75,15 @@ def _snippet(text: str, n: int = 160) -> str:
 
 @app.command("reindex")
 @friendly
-@config_options(IndexConfig, include=("kb", "embedder", "max_tokens", "overlap"), flags={"kb": KB_FLAG})
+@config_options(IndexConfig, include=("kb", "embedder", "embedder_backend", "max_tokens", "overlap"),
+                flags={"kb": KB_FLAG})
 def reindex(*, config: IndexConfig) -> None:
     """Re-chunk and re-embed every document (after changing the embedder or chunk settings)."""
     require_store(config.kb)
     # Opened as built; the new embedder and chunk settings (None: keep) go to reindex.
-    base = open_kb(replace(config, embedder=None, max_tokens=None, overlap=None))
+    base = open_kb(replace(config, embedder=None, embedder_backend="auto", max_tokens=None, overlap=None))
     chunking = {k: v for k, v in {"max_tokens": config.max_tokens, "overlap": config.overlap}.items() if v is not None}
-    new = base.reindex(config.embedder, progress=True, **chunking)
+    new = base.reindex(config.embedder, progress=True, embedder_backend=config.embedder_backend, **chunking)
     typer.echo(f"reindexed {len(new.documents())} documents with {new.embedder.name} "
                f"(max_tokens={new.config.max_tokens}, overlap={new.config.overlap})")
     new.close()

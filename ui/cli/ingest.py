@@ -28,7 +28,8 @@ app = typer.Typer(help="Add documents (PDF, Word, PowerPoint, Excel/CSV, HTML, E
 
 @app.command("add")
 @friendly
-@config_options(IndexConfig, include=("kb", "password", "ocr", "embedder", "max_tokens", "overlap", "lock_timeout_s"),
+@config_options(IndexConfig, include=("kb", "password", "ocr", "embedder", "embedder_backend", "max_tokens", "overlap",
+                                      "lock_timeout_s"),
                 flags={"kb": KB_FLAG})
 def add(paths: list[str] = typer.Argument(..., help="files, globs or folders"), *, config: IndexConfig,
         as_json: bool = JsonOpt) -> None:
