@@ -401,3 +401,17 @@ def test_a_read_never_records_settings_in_a_half_made_knowledge_base(tmp_path: P
         assert kb.store.meta()["embedder_name"] == "hash-32"
     with pytest.raises(EmbedderMismatch):  # from now on the recorded embedder is enforced
         KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=64))
+
+
+def test_a_copy_of_a_file_that_failed_fails_the_same_way(tmp_path: Path) -> None:
+    """Not "unchanged: same content as …": nothing of the first copy was stored."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (folder / name).write_bytes(b"MZ\x90\x00 this is an executable renamed .pdf" * 20)
+    with open_kb(tmp_path) as kb:
+        report = kb.add([folder])
+    rows = {Path(f.path).name: f for f in report.files}
+    assert rows["a.pdf"].status == rows["b.pdf"].status == "failed", rows
+    assert rows["b.pdf"].reason.startswith("same content as ") and rows["a.pdf"].reason in rows["b.pdf"].reason
+    assert not report.ok
