@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from assistant.abstain import Gate, QueryMemo
-from assistant.adapter_prompt import adapter_system_prompt, run_card, served_system_prompt
+from assistant.adapter_prompt import run_card, served_system_prompt
 from assistant.backends import make_backend
 from assistant.backends.base import Backend, GenParams, ThinkSplitter, generation_usage
 from assistant.citations import CitationFilter, all_citations, extract_citations
@@ -41,9 +41,7 @@ def abstain_message(question: str) -> str:
     return ABSTAIN_ZH if is_chinese(question) else ABSTAIN_EN
 
 
-# adapter_system_prompt and run_card live in assistant.adapter_prompt; importable from here too
-__all__ = ["ABSTAIN_EN", "ABSTAIN_ZH", "Answer", "AnswerStream", "Assistant", "abstain_message", "normalise_history",
-           "adapter_system_prompt", "run_card"]
+__all__ = ["ABSTAIN_EN", "ABSTAIN_ZH", "Answer", "AnswerStream", "Assistant", "abstain_message", "normalise_history"]
 
 
 def normalise_history(history: Sequence[Any] | None) -> list[dict]:
@@ -123,6 +121,7 @@ class Assistant:
             require_store(self.config.kb)  # fail now, naming `ingest add`, not at the first question
         self._backend = backend
         self._gate: Gate | None = None
+        self._card_cache: tuple[Any, dict] | None = None  # ((run card path, mtime), card): see _adapter_card
         self._lock = threading.Lock()
 
     # -- lazily opened parts ------------------------------------------------------------
@@ -272,15 +271,27 @@ class Assistant:
         if cfg.system_prompt:
             return cfg.system_prompt
         if cfg.adapter and use_adapter:
-            return served_system_prompt(run_card(cfg.adapter))
+            return served_system_prompt(self._adapter_card)
         return DEFAULT_SYSTEM_PROMPT
+
+    @property
+    def _adapter_card(self) -> dict:
+        """The adapter's run card, parsed again only when its file changed (every question's prompt and
+        thinking setting read and parsed it, the training file's first record too, several times)."""
+        from finetune.runcard import run_card_path
+
+        path = run_card_path(self.config.adapter)
+        key = (path, path.stat().st_mtime_ns) if path is not None else None
+        if self._card_cache is None or self._card_cache[0] != key:
+            self._card_cache = (key, run_card(self.config.adapter))
+        return self._card_cache[1]
 
     def thinking(self, cfg: AssistantConfig | None = None, use_adapter: bool = True) -> bool:
         """``on``/``off`` as set; ``auto``: the run card's ``enable_thinking`` while the adapter is used."""
         cfg = cfg or self.config
         if cfg.thinking != "auto":
             return cfg.thinking == "on"
-        return bool(cfg.adapter and use_adapter and run_card(cfg.adapter).get("enable_thinking") is True)
+        return bool(cfg.adapter and use_adapter and self._adapter_card.get("enable_thinking") is True)
 
     def _params(self, cfg: AssistantConfig, use_adapter: bool) -> GenParams:
         return GenParams(max_new_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant, adapter_system_prompt
+from assistant.adapter_prompt import adapter_system_prompt
+from assistant.answer import ABSTAIN_EN, ABSTAIN_ZH, Assistant
 from assistant.backends.local import LocalBackend
 from assistant.errors import ConfigError, TrainingDataError
 from assistant.evaluation.metrics import contains_answer
