@@ -36,7 +36,6 @@ SOURCES_SEPARATOR = "\n\n"  # between an answer's text and its sources block
 _FENCE_FIX = "\n```\n"  # closes a code fence the answer left open (the text itself never ends with "\n")
 _CITE_LINK = re.compile(r'<a class="qda-cite" href="#[^"]*">([^<]*)</a>')
 _ITEM_SPLIT = re.compile(r"(\s*[,，、;；]\s*)")
-_SENTENCE_END = re.compile(r"[。！？；!?]+[”’\"'」』)）]*|\.(?=\s|$)|\n")
 _TAG = re.compile(r"<[^>]+>")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
 
@@ -107,18 +106,19 @@ def history_text(content: str) -> str:
 
 # -- highlighting -------------------------------------------------------------------------
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of ``text`` (Chinese and English sentence ends, line breaks).
+    """(start, end) of each sentence of ``text``: ingest's sentence rule (:func:`ingest.chunk.sentence_spans`,
+    Chinese and English ends, abbreviations kept) within each line (a table row or list item is a span).
 
-    >>> t = "Keep it dry. 保修两年。Call us!"
+    >>> t = "Keep it dry. 保修两年。Call us!\\nSee Fig. 2 below"
     >>> [t[a:b] for a, b in sentence_spans(t)]
-    ['Keep it dry.', '保修两年。', 'Call us!']
+    ['Keep it dry.', '保修两年。', 'Call us!', 'See Fig. 2 below']
     """
-    spans, start = [], 0
-    for end in [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]:
-        body = text[start:end]
-        if body.strip():
-            spans.append((start + len(body) - len(body.lstrip()), end))
-        start = end
+    from ingest.chunk import sentence_spans as ingest_sentences
+
+    spans, offset = [], 0
+    for line in text.split("\n"):
+        spans += [(offset + a, offset + b) for a, b in ingest_sentences(line)]
+        offset += len(line) + 1
     return spans
 
 
