@@ -265,7 +265,8 @@ def _resync(doc: _Text, pos: int) -> int | None:
     indent = doc.text[line_start:pos]
     if indent.strip():
         return None
-    match = re.compile("\n" + re.escape(indent) + r"[\{\[]").search(doc.text, pos + 1)
+    # any value's first character at the element's indentation (not the closing bracket of this element)
+    match = re.compile("\n" + re.escape(indent) + r"[^\s\]\},]").search(doc.text, pos + 1)
     return None if match is None else match.end() - 1
 
 

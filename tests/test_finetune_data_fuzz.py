@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from finetune.data import prepare
@@ -59,6 +59,7 @@ def test_jsonl_keeps_every_good_line_and_reports_every_bad_one(tmp_path: Path, k
 
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kinds=LINES.filter(lambda ks: "truncated" not in ks))  # a cut element swallows the next: tested apart
+@example(kinds=["huge_int", "bare_string"])  # reading resumes at a value that is no object (found by a CI run)
 def test_json_array_keeps_every_good_element(tmp_path: Path, kinds: list[str]) -> None:
     path = tmp_path / "data.json"
     elements = [good(i) if k == "good" else bad_kind(k, i) for i, k in enumerate(kinds)]
