@@ -336,6 +336,71 @@ def add_one(path: Path, emb: BenchEmbedder, repeat: int) -> None:
               f"(CPU {fc:6.2f} s); ratio {w / fw:.3f} wall, {c / fc:.3f} CPU")
 
 
+class CachedEmbedder:
+    """Wraps the real embedder: passages embedded once, then served from memory, so adding the same
+    documents to a second backend times the store, not the model (the embedding time is printed apart)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.cache, self.embed_s = inner, {}, 0.0
+        for attr in ("name", "fingerprint", "dim", "max_tokens"):
+            setattr(self, attr, getattr(inner, attr))
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.encode_queries(texts)
+
+    def encode_passages(self, texts: Sequence[str], **kw: object) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if todo:
+            start = time.perf_counter()
+            self.cache.update(zip(todo, self.inner.encode_passages(todo)))
+            self.embed_s += time.perf_counter() - start
+        return np.stack([self.cache[t] for t in texts])
+
+
+def milvus_side_by_side(uri: str, n_docs: int, n_queries: int, repeat: int) -> None:
+    """Real e5 vectors of ``n_docs`` SciFact abstracts into a folder KB and ``uri`` (Milvus): ingest
+    throughput, p50/p95 per mode, and recall@10 of Milvus HNSW against exact search (the folder's FAISS)."""
+    from index.beir import doc_text, limit, load_beir
+    from index.embedder import load_embedder
+    from index.kb import KnowledgeBase
+    from ingest.records import Document, Page
+
+    beir = limit(load_beir(ROOT.parent / "shared" / "data" / "retrieval" / "scifact"), max_queries=n_queries,
+                 max_docs=n_docs)
+    docs = [Document(path=Path(f"scifact/{d}.txt"), sha256=hashlib.sha256(d.encode()).hexdigest(), title=d,
+                     kind="text", pages=(Page(1, doc_text(*v)),))
+            for d, v in beir.corpus.items()]
+    emb = CachedEmbedder(load_embedder("multilingual-e5-small"))
+    queries = list(beir.queries.values())
+    hits: dict[str, dict] = {}
+    for name, where in (("folder", Path(tempfile.mkdtemp(prefix="bench-folder-")) / "kb"), ("milvus", uri)):
+        with KnowledgeBase.open(where, embedder=emb) as kb:
+            embed_before, start = emb.embed_s, time.perf_counter()
+            report = kb.add_documents(docs)
+            wall = time.perf_counter() - start - (emb.embed_s - embed_before)
+            n = sum(f.chunks or 0 for f in report.files)
+            print(f"{name}: add {len(docs)} docs / {n} chunks: {wall:.1f} s besides embedding ({n / wall:.0f} chunks/s;"
+                  f" embedding {emb.embed_s - embed_before:.1f} s); load {os.getloadavg()[0]:.1f}")
+            kb.search("warm-up", k=5)
+            for mode in ("hybrid", "dense", "bm25"):
+                times, got = [], {}
+                for _ in range(repeat):
+                    for q in queries:
+                        start = time.perf_counter()
+                        got[q] = [h.chunk_id for h in kb.search(q, k=10, mode=mode)]
+                        times.append((time.perf_counter() - start) * 1000)
+                hits.setdefault(mode, {})[name] = got
+                q50, q95 = np.percentile(times, [50, 95])
+                print(f"  {name:6} {mode:6} p50 {q50:6.1f} ms  p95 {q95:6.1f} ms  (load {os.getloadavg()[0]:.1f})")
+    for mode in ("dense", "hybrid", "bm25"):
+        exact, milvus = hits[mode]["folder"], hits[mode]["milvus"]
+        recall = statistics.mean(len(set(exact[q]) & set(milvus[q])) / max(len(exact[q]), 1) for q in queries)
+        print(f"  recall@10 milvus vs folder (exact FAISS) {mode}: {recall:.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kb.search latency at 10k / 100k chunks")
     parser.add_argument("--quick", action="store_true", help="10k chunks only")
@@ -345,7 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--add-one", action="store_true",
                         help="instead: time adding one 10-page document to the largest KB")
+    parser.add_argument("--kb", help="milvus://HOST:PORT/NAME or milvus-lite:PATH.db[/NAME]: instead, real e5 vectors "
+                        "of --real-docs SciFact abstracts in a folder KB and this Milvus, side by side")
+    parser.add_argument("--real-docs", type=int, default=1000)
     args = parser.parse_args(argv)
+    if args.kb:
+        milvus_side_by_side(args.kb, args.real_docs, args.queries, args.repeat)
+        return 0
     import torch
 
     if args.torch_threads:

@@ -63,3 +63,19 @@ class IndexConfig:
             problems.append(f"lock_timeout_s={self.lock_timeout_s} must be >= 0")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class MigrateConfig:
+    """``index migrate``: copy a knowledge base's documents, chunks and vectors to another one
+    (e.g. a folder to Milvus) without embedding anything again (:mod:`index.milvus_migrate`)."""
+
+    source: Path = field(default=Path(DEFAULT_KB), metadata={"help": "the knowledge base to copy (folder or Milvus)"})
+    target: str = field(default="", metadata={
+        "help": "where to: milvus://HOST:PORT/NAME, milvus-lite:PATH.db[/NAME], or a new folder"})
+
+    def __post_init__(self) -> None:
+        if not self.target:
+            raise ValueError("--to is required (e.g. --to milvus://localhost:19530/kb)")
+        if str(self.target) == str(self.source):
+            raise ValueError(f"--from and --to are the same knowledge base ({self.target})")

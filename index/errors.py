@@ -36,3 +36,7 @@ class DocumentNotFound(IndexError_):
 
 class BadQuery(IndexError_):
     """An empty query, k < 1, or an unknown retrieval mode."""
+
+
+class MilvusError(IndexError_):
+    """A Milvus knowledge base is missing, unreachable, or was dropped meanwhile."""

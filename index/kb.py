@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -51,7 +51,9 @@ class KnowledgeBase:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.dim = int(store.meta().get("dim") or embedder.dim)  # type: ignore[union-attr]
-        self._cache = derived.Cache(self.path, store, self.dim)  # shared by threads (UI: searches)
+        self.remote = hasattr(store, "loc")  # a Milvus store (index.milvus_store): Milvus indexes the vectors
+        self.path = Path(str(store.loc)) if self.remote else self.path  # type: ignore[attr-defined]
+        self._cache = _cache_for(self.path, store, self.dim)  # shared by threads (UI: searches)
         self._reranker = None
 
     # -- opening ----------------------------------------------------------------------
@@ -69,9 +71,7 @@ class KnowledgeBase:
         """
         config = replace(config or IndexConfig(), kb=Path(path), **fields)  # type: ignore[arg-type]
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        created = not store_path(path).exists()
-        store = Store(store_path(path))
+        store, created = _open_store(path)
         meta = store.meta()
         if (meta and embedder is None and config.embedder is None and config.max_tokens is None
                 and config.embedder_backend == "auto"):
@@ -85,6 +85,8 @@ class KnowledgeBase:
         overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=max_tokens, overlap=overlap)
         _check_meta(path, meta, emb, config)
+        if created and hasattr(store, "create"):  # a new Milvus knowledge base: its collections need the dim
+            store.create(emb.dim)  # type: ignore[attr-defined]
         kb = cls(config, store, emb)
         if created:  # this call made the store: it records its settings (`assistant ui`'s empty KB)
             kb._record_settings()
@@ -184,7 +186,7 @@ class KnowledgeBase:
         """The write lock for one stretch of writing; never taken inside another (flock is not
         reentrant). Raises :class:`KBLocked` after ``lock_timeout_s``, and its ``StoreReplaced``
         when another process reindexed the store since this one opened it."""
-        with WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
+        with nullcontext() if self.remote else WriteLock(self.path, timeout_s=self.config.lock_timeout_s):
             self.store.check_current()
             yield
 
@@ -215,6 +217,10 @@ class KnowledgeBase:
         ``os.replace`` of ``kb.sqlite`` (after removing ``derived.json``, so no stale index is
         ever taken for current), and the derived indexes are moved in after it.
         """
+        if self.remote:
+            from index.milvus_kb import reindex
+
+            return reindex(self, embedder, progress=progress, **fields)
         root, tmp = self.path, self.path / "reindex.tmp"
         with self._locked():  # the whole run: nobody writes while every document is re-embedded
             shutil.rmtree(tmp, ignore_errors=True)
@@ -301,6 +307,29 @@ class KnowledgeBase:
     def _refresh_derived(self) -> None:
         """Bring the derived indexes up to the store and save them (caller holds the write lock)."""
         self._cache.refresh()
+
+
+def _open_store(path: Path) -> tuple[object, bool]:
+    """The store at ``path`` (a folder, or a Milvus location: :mod:`index.milvus_uri`) and whether
+    this call makes it (a new Milvus knowledge base's collections are created once its dim is known)."""
+    from index.milvus_uri import parse_kb_location
+
+    if (loc := parse_kb_location(path)) is not None:
+        from index.milvus_store import MilvusStore
+
+        store = MilvusStore(loc)
+        return store, not store.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    created = not store_path(path).exists()
+    return Store(store_path(path)), created
+
+
+def _cache_for(path: Path, store: object, dim: int) -> object:
+    if hasattr(store, "loc"):
+        from index.milvus_search import MilvusCache
+
+        return MilvusCache(store)  # type: ignore[arg-type]
+    return derived.Cache(path, store, dim)  # type: ignore[arg-type]
 
 
 def new_kb_chunking(emb: object) -> tuple[int, int]:

@@ -60,6 +60,14 @@ def require_store(kb_dir: str | Path) -> Path:
     ...
     index.errors.NoKnowledgeBase: no knowledge base at /no/kb; create one with `ingest add FILES --kb /no/kb`
     """
+    from index.milvus_uri import parse_kb_location
+
+    if (loc := parse_kb_location(kb_dir)) is not None:  # a Milvus knowledge base: its collections must exist
+        from index.milvus_store import MilvusStore
+
+        if not MilvusStore(loc).exists():
+            raise NoKnowledgeBase(f"no knowledge base {loc}; create one with `ingest add FILES --kb {loc}`")
+        return Path(str(loc))
     path = store_path(kb_dir)
     if not path.is_file():
         raise NoKnowledgeBase(f"no knowledge base at {kb_dir}; create one with `ingest add FILES --kb {kb_dir}`")
@@ -297,6 +305,15 @@ class Store:
         return int(self.db.execute("SELECT size FROM documents WHERE sha256=?", (sha256,)).fetchone()[0])
 
     # -- chunks -----------------------------------------------------------------------
+    def document_chunks(self, sha256: str) -> tuple[list[Chunk], list[str], np.ndarray]:
+        """The chunks of document ``sha256`` in order, their BM25 token strings and vectors (``index migrate``)."""
+        rows = self.db.execute("SELECT chunk_id, ordinal, text, page_start, page_end, char_start, char_end, ocr,"
+                               " tokens, vector FROM chunks WHERE doc_sha256=? ORDER BY ordinal", (sha256,)).fetchall()
+        chunks = [Chunk(doc_sha256=sha256, ordinal=r[1], text=r[2], page_start=r[3], page_end=r[4], char_start=r[5],
+                        char_end=r[6], ocr=bool(r[7]), chunk_id=r[0]) for r in rows]
+        vecs = np.stack([np.frombuffer(r[9], dtype=np.float32) for r in rows]) if rows else np.zeros((0, 0))
+        return chunks, [r[8] for r in rows], vecs
+
     def count_chunks(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 

@@ -82,3 +82,47 @@ def e5_count() -> Callable[[str], int]:
         return len(tokenizer.encode("passage: " + text, add_special_tokens=True).ids)
 
     return count
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Milvus (Milvus Lite's gRPC server, from the pip package) in a temp folder for the session:
+    ``milvus://127.0.0.1:PORT``; each test names its own knowledge base (collection prefix) in it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("milvus_lite", reason="milvus-lite is installed by `make test` (pyproject [test])")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path_factory.mktemp("milvus") / "data"
+    log = open(data.parent / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError as err:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log_text = (data.parent / "server.log").read_text()
+                raise RuntimeError(f"milvus-lite server did not start: {log_text}") from err
+            time.sleep(0.2)
+    yield f"milvus://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(params=["folder", "milvus"])
+def kb_where(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a test's knowledge base lives, once per backend: ``tmp_path`` (the folder ``tmp_path / "kb"``)
+    or a fresh ``milvus://HOST:PORT/NAME`` in the session's Milvus (:func:`milvus_server`)."""
+    if request.param == "folder":
+        return tmp_path
+    import uuid
+
+    return f"{request.getfixturevalue('milvus_server')}/kb_{uuid.uuid4().hex[:16]}"

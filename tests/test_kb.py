@@ -46,13 +46,18 @@ def docs(tmp_path: Path) -> Path:
     return d
 
 
-def open_kb(tmp_path: Path, emb: HashEmbedder | None = None, **kw) -> KnowledgeBase:
-    return KnowledgeBase.open(tmp_path / "kb", embedder=emb or CountingEmbedder(), **kw)
+def kb_at(where: Path | str) -> Path | str:
+    """The knowledge base of ``where`` (``kb_where`` fixture): ``where / "kb"`` for a folder, else the Milvus URI."""
+    return where / "kb" if isinstance(where, Path) else where
 
 
-def test_add_is_idempotent_and_searchable(tmp_path: Path, docs: Path) -> None:
+def open_kb(where: Path | str, emb: HashEmbedder | None = None, **kw) -> KnowledgeBase:
+    return KnowledgeBase.open(kb_at(where), embedder=emb or CountingEmbedder(), **kw)
+
+
+def test_add_is_idempotent_and_searchable(kb_where: Path | str, docs: Path) -> None:
     emb = CountingEmbedder()
-    kb = open_kb(tmp_path, emb)
+    kb = open_kb(kb_where, emb)
     report = kb.add([docs])
     assert [f.status for f in report.files] == ["added"] * 3 and report.ok
     first = emb.encoded
@@ -67,8 +72,8 @@ def test_add_is_idempotent_and_searchable(tmp_path: Path, docs: Path) -> None:
     kb.close()
 
 
-def test_changed_file_replaces_its_chunks(tmp_path: Path, docs: Path) -> None:
-    kb = open_kb(tmp_path)
+def test_changed_file_replaces_its_chunks(kb_where: Path | str, docs: Path) -> None:
+    kb = open_kb(kb_where)
     kb.add([docs])
     (docs / "policy.txt").write_text("Shipping takes five business days. " * 5)
     report = kb.add([docs / "policy.txt"])
@@ -78,8 +83,8 @@ def test_changed_file_replaces_its_chunks(tmp_path: Path, docs: Path) -> None:
     kb.close()
 
 
-def test_remove_and_sync(tmp_path: Path, docs: Path) -> None:
-    kb = open_kb(tmp_path)
+def test_remove_and_sync(kb_where: Path | str, docs: Path) -> None:
+    kb = open_kb(kb_where)
     kb.add([docs])
     assert kb.remove("animals.txt").title == "animals"
     with pytest.raises(DocumentNotFound, match="no document matches"):
@@ -94,10 +99,10 @@ def test_remove_and_sync(tmp_path: Path, docs: Path) -> None:
     kb.close()
 
 
-def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path: Path, docs: Path) -> None:
+def test_bad_files_are_reported_and_the_batch_goes_on(kb_where: Path | str, docs: Path) -> None:
     (docs / "empty.pdf").write_bytes(b"")
     (docs / "notes.docx").write_bytes(b"PK\x03\x04")
-    kb = open_kb(tmp_path)
+    kb = open_kb(kb_where)
     odd = str(docs / "it's gone.pdf")  # a quote in the name: the argument is reported as given
     report = kb.add([docs, docs / "notes.docx", str(docs / "missing-*.pdf"), odd])
     by_name = {Path(f.path).name: f for f in report.files}
@@ -109,8 +114,8 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path: Path, docs: Path
     kb.close()
 
 
-def test_search_validates_input(tmp_path: Path, docs: Path) -> None:
-    kb = open_kb(tmp_path)
+def test_search_validates_input(kb_where: Path | str, docs: Path) -> None:
+    kb = open_kb(kb_where)
     kb.add([docs])
     for bad in (dict(query=" "), dict(query="x", k=0), dict(query="x", mode="magic")):
         with pytest.raises(BadQuery):
@@ -118,21 +123,21 @@ def test_search_validates_input(tmp_path: Path, docs: Path) -> None:
     kb.close()
 
 
-def test_other_embedder_is_refused_and_reindex_rebuilds(tmp_path: Path, docs: Path) -> None:
-    kb = open_kb(tmp_path, CountingEmbedder(dim=64))
+def test_other_embedder_is_refused_and_reindex_rebuilds(kb_where: Path | str, docs: Path) -> None:
+    kb = open_kb(kb_where, CountingEmbedder(dim=64))
     kb.add([docs])
     kb.close()
     with pytest.raises(EmbedderMismatch, match="index reindex"):
-        open_kb(tmp_path, CountingEmbedder(dim=32))
+        open_kb(kb_where, CountingEmbedder(dim=32))
     with pytest.raises(EmbedderMismatch, match="max_tokens"):
-        open_kb(tmp_path, CountingEmbedder(dim=64), max_tokens=100)
-    kb = open_kb(tmp_path, CountingEmbedder(dim=64))
+        open_kb(kb_where, CountingEmbedder(dim=64), max_tokens=100)
+    kb = open_kb(kb_where, CountingEmbedder(dim=64))
     new = kb.reindex(CountingEmbedder(dim=32), max_tokens=60, overlap=10)
     assert new.embedder.dim == 32 and len(new.documents()) == 3
     assert new.search("refund policy", k=1)[0].title == "policy"
     assert all(new.embedder.count_tokens(h.text) <= 60 for h in new.search("policy", k=20))
     new.close()
-    reopened = open_kb(tmp_path, CountingEmbedder(dim=32))  # the new settings are recorded
+    reopened = open_kb(kb_where, CountingEmbedder(dim=32))  # the new settings are recorded
     assert reopened.config.max_tokens == 60
     reopened.close()
 
@@ -224,10 +229,10 @@ def test_kill_9_mid_ingest_leaves_a_loadable_kb_and_the_next_run_completes(tmp_p
     kb.close()
 
 
-def test_langchain_retriever(tmp_path: Path, docs: Path) -> None:
+def test_langchain_retriever(kb_where: Path | str, docs: Path) -> None:
     from index.langchain import KnowledgeBaseRetriever
 
-    kb = open_kb(tmp_path)
+    kb = open_kb(kb_where)
     kb.add([docs])
     got = KnowledgeBaseRetriever(kb=kb, k=2).invoke("refund policy")
     assert got[0].metadata["title"] == "policy" and got[0].metadata["page"] == 1
@@ -235,9 +240,9 @@ def test_langchain_retriever(tmp_path: Path, docs: Path) -> None:
     kb.close()
 
 
-def test_vectors_round_trip_through_the_store(tmp_path: Path, docs: Path) -> None:
+def test_vectors_round_trip_through_the_store(kb_where: Path | str, docs: Path) -> None:
     emb = CountingEmbedder()
-    kb = open_kb(tmp_path, emb)
+    kb = open_kb(kb_where, emb)
     kb.add([docs / "policy.txt"])
     ids, vecs = next(kb.store.iter_vectors(emb.dim))
     texts = [h.text for h in kb.search("refund", k=len(ids), mode="bm25")]
@@ -296,10 +301,10 @@ def test_a_wrong_password_fails_and_a_missing_one_skips(tmp_path: Path) -> None:
     assert wrong.files[0].status == "failed" and not wrong.ok
 
 
-def test_unsupported_files_in_a_folder_are_listed_as_skipped(tmp_path: Path, docs: Path) -> None:
+def test_unsupported_files_in_a_folder_are_listed_as_skipped(kb_where: Path | str, docs: Path) -> None:
     (docs / "notes.odt").write_bytes(b"PK\x03\x04")
     (docs / ".hidden.odt").write_bytes(b"PK\x03\x04")
-    with open_kb(tmp_path) as kb:
+    with open_kb(kb_where) as kb:
         report = kb.add([docs])
     rows = {Path(f.path).name: f for f in report.files}
     assert rows["notes.odt"].status == "skipped" and "not a supported file type" in rows["notes.odt"].reason
@@ -319,11 +324,11 @@ def test_links_and_pipes_in_a_folder_are_listed_as_skipped(tmp_path: Path, docs:
     assert report.ok and report.count("added") == 3
 
 
-def test_empty_and_blank_text_files_say_so(tmp_path: Path, docs: Path) -> None:
+def test_empty_and_blank_text_files_say_so(kb_where: Path | str, docs: Path) -> None:
     """Not "no text layer, and OCR found none": a text file has no text layer to miss."""
     (docs / "empty.txt").write_bytes(b"")
     (docs / "blank.md").write_text("  \n\n ", encoding="utf-8")
-    with open_kb(tmp_path) as kb:
+    with open_kb(kb_where) as kb:
         report = kb.add([docs / "empty.txt", docs / "blank.md"])
     reasons = {Path(f.path).name: (f.status, f.reason) for f in report.files}
     assert reasons == {"empty.txt": ("failed", "no text found: the file is empty (0 bytes)"),
@@ -340,40 +345,41 @@ def refuse_to_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index.embedder, "load_embedder", refuse)
 
 
-def test_bm25_search_never_loads_the_embedder(tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bm25_search_never_loads_the_embedder(kb_where: Path | str, docs: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from ui.cli.index import app
 
-    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+    with KnowledgeBase.open(kb_at(kb_where), embedder="hash-64") as kb:
         kb.add([docs])
     refuse_to_load(monkeypatch)
-    with KnowledgeBase.open(tmp_path / "kb") as kb:
+    with KnowledgeBase.open(kb_at(kb_where)) as kb:
         hits = kb.search("refund policy", k=2, mode="bm25")
         assert hits[0].title == "policy" and hits[0].similarity is None
         with pytest.raises(AssertionError, match="hash-64 was loaded"):  # dense needs it: loaded on first use
             kb.search("refund policy", k=2, mode="hybrid")
-    result = CliRunner().invoke(app, ["search", "refund policy", "--kb", str(tmp_path / "kb"), "--mode", "bm25",
+    result = CliRunner().invoke(app, ["search", "refund policy", "--kb", str(kb_at(kb_where)), "--mode", "bm25",
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["title"] == "policy"
 
 
-def test_an_embedder_loaded_on_first_use_is_still_checked(tmp_path: Path, docs: Path,
+def test_an_embedder_loaded_on_first_use_is_still_checked(kb_where: Path | str, docs: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import index.embedder
 
-    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+    with KnowledgeBase.open(kb_at(kb_where), embedder="hash-64") as kb:
         kb.add([docs])
     retrained = HashEmbedder(dim=64)
     retrained.fingerprint = "hash-v1-64-retrained"  # same name, other weights
     monkeypatch.setattr(index.embedder, "load_embedder", lambda name: retrained)
-    with KnowledgeBase.open(tmp_path / "kb") as kb:
+    with KnowledgeBase.open(kb_at(kb_where)) as kb:
         assert kb.search("refund policy", k=1, mode="bm25")[0].title == "policy"
         with pytest.raises(EmbedderMismatch, match="embedder_fingerprint"):
             kb.search("refund policy", k=1, mode="dense")
     with pytest.raises(EmbedderMismatch, match="overlap"):  # chunk settings are still checked on opening
-        KnowledgeBase.open(tmp_path / "kb", overlap=7)
+        KnowledgeBase.open(kb_at(kb_where), overlap=7)
 
 
 def test_index_help_stays_light(cli_help) -> None:

@@ -3,6 +3,7 @@
     index search "年假没休完怎么办？" --k 5
     index eval --beir ../shared/data/retrieval/scifact
     index reindex --embedder BAAI/bge-small-zh-v1.5
+    index migrate --from kb --to milvus://localhost:19530/kb
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Optional, Sequence
 
 import typer
 
-from index.config import IndexConfig
+from index.config import KB_ENV, IndexConfig, MigrateConfig
 from index.records import Hit
 from index.store import require_store
 from ui.cli.kb_common import JsonOpt, open_kb, print_json
-from ui.cli.options import K_FLAG, KB_FLAG, config_options
+from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options
 from ui.errors import friendly
 
 app = typer.Typer(help="Search a knowledge base, evaluate retrieval on BEIR sets, re-embed.",
@@ -87,6 +88,25 @@ def reindex(*, config: IndexConfig) -> None:
     typer.echo(f"reindexed {len(new.documents())} documents with {new.embedder.name} "
                f"(max_tokens={new.config.max_tokens}, overlap={new.config.overlap})")
     new.close()
+
+
+@app.command("migrate")
+@friendly
+@config_options(MigrateConfig, flags={"source": Flag(names=("--from",), envvar=KB_ENV),
+                                      "target": Flag(names=("--to",), required=True)})
+def migrate(*, config: MigrateConfig, as_json: bool = JsonOpt) -> None:
+    """Copy a knowledge base (documents, chunks, vectors) to Milvus or another folder: nothing is embedded again.
+
+    index migrate --from kb --to milvus://localhost:19530/kb"""
+    from index.milvus_migrate import migrate as run
+
+    done = run(config.source, config.target, progress=not as_json)
+    if as_json:
+        print_json({"documents": done.documents, "chunks": done.chunks, "skipped": done.skipped,
+                    "to": str(config.target)})
+    else:
+        typer.echo(f"copied {done.documents} documents ({done.chunks} chunks) to {config.target}; "
+                   f"{done.skipped} were there already")
 
 
 @app.command("eval")

@@ -1,0 +1,102 @@
+"""``index migrate``: copy a knowledge base to another backend without embedding anything again.
+
+Every document goes with its pages, its paths (display path first), its chunks as stored (text,
+place, BM25 term lists) and their vectors; the target records the source's embedder, fingerprint
+and chunk settings, so it opens, searches and refuses other embedders exactly as the source did.
+A document the target already holds is skipped, so a migration that was stopped can be run again.
+Folder -> Milvus is the usual direction; Milvus -> folder and Milvus -> Milvus work the same way.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from index.errors import EmbedderMismatch
+from index.milvus_uri import parse_kb_location
+
+SETTINGS = ("schema_version", "embedder_name", "embedder_fingerprint", "dim", "max_tokens", "overlap")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What ``migrate`` did: documents and chunks copied, documents the target already held."""
+
+    documents: int
+    chunks: int
+    skipped: int
+
+
+def open_source(kb: str | Path) -> Any:
+    """The store of the existing knowledge base ``kb`` (raises ``NoKnowledgeBase`` when there is none)."""
+    from index.store import Store, require_store
+
+    path = require_store(kb)
+    if (loc := parse_kb_location(kb)) is not None:
+        from index.milvus_store import MilvusStore
+
+        return MilvusStore(loc)
+    return Store(path)
+
+
+def open_target(kb: str | Path, meta: dict[str, str]) -> Any:
+    """The target's store, made with the source's settings (``meta``), or checked against them."""
+    if (loc := parse_kb_location(kb)) is not None:
+        from index.milvus_store import MilvusStore
+
+        store = MilvusStore(loc)
+        store.create(int(meta["dim"]))
+    else:
+        from index.store import Store, store_path
+
+        Path(kb).mkdir(parents=True, exist_ok=True)
+        store = Store(store_path(kb))
+    have = store.meta()
+    if have and any(have.get(k) != meta.get(k) for k in SETTINGS):
+        diffs = "; ".join(f"{k}: {have.get(k)!r} there, {meta.get(k)!r} here" for k in SETTINGS
+                          if have.get(k) != meta.get(k))
+        raise EmbedderMismatch(f"{kb} holds a knowledge base built with other settings ({diffs})")
+    if not have:
+        store.set_meta({k: meta[k] for k in SETTINGS if k in meta} | {"generation": "0"})
+    return store
+
+
+def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -> Migration:
+    """Copy every document of ``source`` to ``target`` (created if needed), vectors as stored."""
+    from index.lock import WriteLock
+
+    src = open_source(source)
+    meta = src.meta()
+    dst = open_target(target, meta)
+    folder = parse_kb_location(target) is None
+    copied = chunks = skipped = 0
+    infos = src.documents()
+    try:
+        for n, info in enumerate(infos, 1):
+            if dst.has_document(info.sha256):
+                skipped += 1
+                continue
+            doc_chunks, tokens, vectors = src.document_chunks(info.sha256)
+            with WriteLock(Path(target), timeout_s=60) if folder else nullcontext():
+                dst.put_document(src.document_record(info.sha256), doc_chunks, tokens, vectors,
+                                 size=src.document_size(info.sha256), paths=info.all_paths)
+            copied, chunks = copied + 1, chunks + len(doc_chunks)
+            if progress:
+                print(f"\r{n}/{len(infos)} documents", end="", flush=True)
+    finally:
+        src.close()
+        dst.close()
+    if progress:
+        print()
+    if folder:
+        _refresh_folder(Path(target))
+    return Migration(documents=copied, chunks=chunks, skipped=skipped)
+
+
+def _refresh_folder(kb_dir: Path) -> None:
+    """Build a folder target's FAISS and BM25 indexes (no embedder is loaded)."""
+    from index.kb import KnowledgeBase
+
+    with KnowledgeBase.open(kb_dir) as kb, kb._locked():
+        kb._refresh_derived()

@@ -1,0 +1,103 @@
+"""Where a Milvus knowledge base lives: ``--kb`` values that name a Milvus collection set.
+
+Two forms (anything else is a knowledge-base folder):
+
+- ``milvus://HOST:PORT/NAME``: a Milvus server (standalone, cluster, or ``milvus-lite server``),
+  reached with ``pymilvus`` at ``http://HOST:PORT``; ``milvuss://`` for TLS (``https://``).
+- ``milvus-lite:PATH.db`` or ``milvus-lite:PATH.db/NAME``: Milvus Lite in this process, its data in
+  the folder ``PATH.db`` (one process at a time; see the README).
+
+``NAME`` (default ``kb``) prefixes the collections of the knowledge base (``NAME_chunks``,
+``NAME_docs``, ``NAME_pages``, ``NAME_meta``), so one Milvus holds many knowledge bases.
+``pathlib.Path`` folds ``//`` into ``/``, so ``milvus:/HOST:PORT/NAME`` is read the same way.
+
+>>> loc = parse_kb_location("milvus://db.internal:19530/handbook")
+>>> loc.uri, loc.name, loc.local
+('http://db.internal:19530', 'handbook', False)
+>>> parse_kb_location(Path("milvus://db.internal:19530/handbook")) == loc
+True
+>>> parse_kb_location("milvus-lite:/data/kb.db").uri, parse_kb_location("milvus-lite:kb.db/hr").name
+('/data/kb.db', 'hr')
+>>> parse_kb_location("kb") is None
+True
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_NAME = "kb"
+_REMOTE = re.compile(r"^milvus(s?):/+([^/]+)(?:/([^/]*))?/?$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+
+
+@dataclass(frozen=True)
+class MilvusLocation:
+    """A Milvus knowledge base: the ``pymilvus`` URI, the collection-name prefix, and whether the
+    engine runs in this process (Milvus Lite on a local folder)."""
+
+    uri: str
+    name: str
+    local: bool
+
+    def __str__(self) -> str:
+        if self.local:
+            return f"milvus-lite:{self.uri}/{self.name}"
+        scheme = "milvuss" if self.uri.startswith("https://") else "milvus"
+        return f"{scheme}://{self.uri.split('://', 1)[1]}/{self.name}"
+
+
+def is_milvus(kb: str | Path | None) -> bool:
+    """True when ``kb`` names a Milvus knowledge base rather than a folder.
+
+    >>> is_milvus("milvus://localhost:19530/kb"), is_milvus("milvus-lite:kb.db"), is_milvus("./kb")
+    (True, True, False)
+    """
+    return kb is not None and str(kb).startswith(("milvus:", "milvuss:", "milvus-lite:"))
+
+
+def parse_kb_location(kb: str | Path) -> MilvusLocation | None:
+    """The :class:`MilvusLocation` ``kb`` names, or None for a folder. Raises ``ValueError`` for a
+    malformed Milvus location."""
+    text = str(kb)
+    if not is_milvus(text):
+        return None
+    if text.startswith("milvus-lite:"):
+        return _local(text[len("milvus-lite:"):])
+    m = _REMOTE.match(text)
+    if not m:
+        raise ValueError(f"{text!r}: expected milvus://HOST:PORT/NAME")
+    host = m.group(2) if ":" in m.group(2) else f"{m.group(2)}:19530"
+    return MilvusLocation(f"{'https' if m.group(1) else 'http'}://{host}", _checked(m.group(3) or DEFAULT_NAME), False)
+
+
+def _local(rest: str) -> MilvusLocation:
+    path, name = rest, DEFAULT_NAME
+    head, _, tail = rest.rstrip("/").rpartition("/")
+    if head.endswith(".db"):
+        path, name = head, tail
+    if not path.rstrip("/").endswith(".db"):
+        raise ValueError(f"milvus-lite:{rest}: the data folder must end in .db (milvus-lite:PATH.db[/NAME])")
+    return MilvusLocation(os.path.abspath(path.rstrip("/")), _checked(name), True)
+
+
+def _checked(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"{name!r}: a Milvus knowledge-base name is letters, digits and _ (not first a digit)")
+    return name
+
+
+def connect(loc: MilvusLocation) -> Any:
+    """A ``pymilvus.MilvusClient`` for ``loc`` (Milvus Lite starts here for a local one)."""
+    import logging
+
+    from pymilvus import MilvusClient
+
+    logging.getLogger("milvus_lite").setLevel(logging.WARNING)
+    logging.getLogger("pymilvus").setLevel(logging.ERROR)  # "failed to get mvccTs" from Milvus Lite's iterators
+    if loc.local:
+        Path(loc.uri).parent.mkdir(parents=True, exist_ok=True)
+    return MilvusClient(uri=loc.uri, token=os.environ.get("MILVUS_TOKEN", ""))

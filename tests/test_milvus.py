@@ -1,0 +1,198 @@
+"""The Milvus backend on a real engine (Milvus Lite's gRPC server from the pip package, ``milvus_server``):
+the path tests of the folder backend, equal scores on both backends, migrate, crash safety, several writers.
+
+(``tests/test_kb.py`` runs its knowledge-base tests on both backends through the ``kb_where`` fixture.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import test_kb_paths as paths_tests
+from test_kb import CRASHER, EN, ZH, CountingEmbedder
+from test_kb_paths import handbooks  # noqa: F401 - the fixture the path tests use
+
+from index.embedder import HashEmbedder
+from index.errors import EmbedderMismatch
+from index.kb import KnowledgeBase
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def milvus_kb(milvus_server: str) -> str:
+    return f"{milvus_server}/kb_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture()
+def docs(tmp_path: Path) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "policy.txt").write_text(EN * 3)
+    (d / "zh.md").write_text(ZH * 3, encoding="utf-8")
+    (d / "animals.txt").write_text("Cats and dogs are common pets. Parrots can learn words. " * 4)
+    return d
+
+
+def milvus_chunk_ids(kb: KnowledgeBase) -> dict[str, list[int]]:
+    ids, shas = kb.store.chunk_docs()
+    out: dict[str, list[int]] = {}
+    for i, sha in zip(ids.tolist(), shas):
+        out.setdefault(sha, []).append(i)
+    return out
+
+
+@pytest.mark.parametrize("test", [paths_tests.test_the_duplicate_handbook_story,
+                                  paths_tests.test_renames_and_swaps_keep_their_chunks,
+                                  paths_tests.test_rm_by_path_title_or_sha], ids=lambda t: t.__name__)
+def test_path_tests_of_the_folder_backend_pass_on_milvus(test, tmp_path: Path, handbooks: Path,  # noqa: F811
+                                                         milvus_kb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same test bodies, their ``tmp_path / "kb"`` pointed at a Milvus knowledge base."""
+    real_open = KnowledgeBase.open.__func__
+
+    def open_milvus(cls, path="kb", **kw):
+        return real_open(cls, milvus_kb if Path(path) == tmp_path / "kb" else path, **kw)
+
+    monkeypatch.setattr(KnowledgeBase, "open", classmethod(open_milvus))
+    monkeypatch.setattr(paths_tests, "chunk_ids", milvus_chunk_ids)
+    test(tmp_path, handbooks)
+
+
+def test_both_backends_score_every_mode_alike(tmp_path: Path, docs: Path, milvus_kb: str) -> None:
+    """Same chunks, same BM25 definition, same fusion: the same ranked (chunk, score, cosine) lists."""
+    found = []
+    for where in (tmp_path / "kb", milvus_kb):
+        with KnowledgeBase.open(where, embedder="hash-64") as kb:
+            kb.add([docs])
+            found.append([[(h.chunk_id, round(h.score, 5), h.similarity and round(h.similarity, 5), h.title, h.path)
+                           for h in kb.search(q, k=10, mode=mode)]
+                          for q in ("refund policy returns", "退货政策", "parrots words") for mode in
+                          ("hybrid", "dense", "bm25")])
+    assert found[0] == found[1] and all(found[0])
+
+
+def test_migrate_copies_vectors_without_embedding(tmp_path: Path, docs: Path, milvus_kb: str) -> None:
+    from typer.testing import CliRunner
+
+    from ui.cli.index import app
+
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        kb.add([docs])
+        want = [[(h.chunk_id, round(h.score, 5)) for h in kb.search(q, k=5)] for q in ("refund", "退货", "pets")]
+    args = ["migrate", "--from", str(tmp_path / "kb"), "--to", milvus_kb, "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) | {"to": ""} == {"documents": 3, "chunks": 3, "skipped": 0, "to": ""}
+    assert json.loads(CliRunner().invoke(app, args).output)["skipped"] == 3  # again: nothing to copy
+    emb = CountingEmbedder()
+    with KnowledgeBase.open(milvus_kb, embedder=emb) as kb:
+        got = [[(h.chunk_id, round(h.score, 5)) for h in kb.search(q, k=5)] for q in ("refund", "退货", "pets")]
+        assert {d.title for d in kb.documents()} == {"policy", "zh", "animals"}
+        before = emb.encoded  # (the fake embedder embeds queries as passages)
+        assert kb.add([docs]).count("unchanged") == 3 and emb.encoded == before  # nothing embedded
+    assert got == want
+    with pytest.raises(EmbedderMismatch, match="index reindex"):
+        KnowledgeBase.open(milvus_kb, embedder=HashEmbedder(dim=32))
+    back = tmp_path / "back"  # and back to a folder
+    assert CliRunner().invoke(app, ["migrate", "--from", milvus_kb, "--to", str(back)]).exit_code == 0
+    with KnowledgeBase.open(back) as kb:
+        assert [[(h.chunk_id, round(h.score, 5)) for h in kb.search(q, k=5)] for q in ("refund", "退货", "pets")
+                ] == want
+
+
+def test_a_document_whose_row_never_came_is_invisible_and_the_next_add_completes_it(
+        docs: Path, milvus_kb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer dying between its chunks and its document row (the commit): nothing of it is visible."""
+    from index.milvus_store import MilvusStore
+
+    real = MilvusStore._upsert
+
+    def die_at_commit(self, kind, rows):
+        if kind == "docs" and any(r["title"] == "animals" for r in rows):
+            raise KeyboardInterrupt("killed at the commit")
+        return real(self, kind, rows)
+
+    with KnowledgeBase.open(milvus_kb, embedder="hash-64") as kb:
+        kb.add([docs / "policy.txt"])
+        monkeypatch.setattr(MilvusStore, "_upsert", die_at_commit)
+        with pytest.raises(KeyboardInterrupt):
+            kb.add([docs / "animals.txt"])
+        monkeypatch.setattr(MilvusStore, "_upsert", real)
+        assert len(kb.store.chunk_docs()[0]) == 2  # its chunk is stored ...
+        assert [d.title for d in kb.documents()] == ["policy"]  # ... but nothing shows it
+        for mode in ("hybrid", "dense", "bm25"):
+            assert {h.title for h in kb.search("parrots pets", k=5, mode=mode)} <= {"policy"}, mode
+        assert kb.search("parrots", k=5, mode="bm25") == []
+        assert kb.add([docs]).count("added") == 2  # the same chunk keys: overwritten, not doubled
+        assert len(kb.store.chunk_docs()[0]) == 3 and kb.store.collect_orphans() == 0
+        assert kb.search("parrots", k=1, mode="bm25")[0].title == "animals"
+
+
+def test_kill_9_mid_ingest_leaves_whole_documents_and_the_next_run_completes(tmp_path: Path, milvus_kb: str) -> None:
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"doc{i:02d}.txt").write_text(f"Document number {i} talks about topic {i}. " * 200)
+    script = CRASHER.format(root=str(ROOT), kb=milvus_kb, docs=str(docs), delay=0.15)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    for _ in range(10):
+        assert proc.stdout.readline().strip() == "encode"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with KnowledgeBase.open(milvus_kb, embedder=HashEmbedder(dim=64)) as kb:
+        stored = kb.documents()
+        assert 0 < len(stored) < 30
+        ids, shas = kb.store.chunk_docs()
+        for d in stored:  # every visible document is whole
+            assert shas.count(d.sha256) == d.n_chunks > 1
+        hits = kb.search("Document number topic", k=100, mode="bm25")
+        assert {h.doc_sha256 for h in hits} == {d.sha256 for d in stored}
+        report = kb.add([docs])
+        assert report.count("unchanged") == len(stored) and report.count("added") == 30 - len(stored)
+        assert len({h.doc_sha256 for h in kb.search("topic", k=1000, mode="bm25")}) == 30
+
+
+WRITER = """
+import sys
+sys.path.insert(0, {root!r})
+from index.kb import KnowledgeBase
+with KnowledgeBase.open({kb!r}, embedder="hash-64") as kb:
+    report = kb.add([{docs!r}])
+print(report.count("added"), report.count("unchanged"), flush=True)
+"""
+
+
+def test_several_writers_and_a_reader_share_one_collection(tmp_path: Path, milvus_kb: str) -> None:
+    """Three ingest processes (two with overlapping files) and searches in this one, on one Milvus."""
+    folders = []
+    for w in range(3):
+        folder = tmp_path / f"w{w}"
+        folder.mkdir()
+        for i in range(8):
+            n = i if w == 2 else w * 8 + i  # writer 2 adds writer 0's files again (the same bytes)
+            (folder / f"doc{n:02d}.txt").write_text(f"Shared knowledge {n}: item {n} costs {n} euros. " * 20)
+        folders.append(folder)
+    with KnowledgeBase.open(milvus_kb, embedder="hash-64") as kb:
+        kb.add([folders[0] / "doc00.txt"])
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), kb=milvus_kb, docs=str(f))],
+                                  stdout=subprocess.PIPE, text=True) for f in folders]
+        seen = 0
+        while any(p.poll() is None for p in procs):
+            for h in kb.search("Shared knowledge item costs euros", k=50, mode="bm25"):
+                seen += 1
+                assert h.title.startswith("doc")
+        outs = [p.communicate()[0].split() for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        docs = kb.documents()
+        assert len(docs) == 16 and seen > 0
+        ids, shas = kb.store.chunk_docs()
+        assert len(ids) == len(set(ids.tolist())) == sum(d.n_chunks for d in docs)  # nothing stored twice
+        by_sha = {d.sha256: d for d in docs}
+        assert all(len(by_sha[s].paths) in (1, 2) for s in shas)
