@@ -55,10 +55,12 @@ def system_prompt(config: TrainConfig, conversations: Any) -> tuple[str | None, 
     return prompt, f"data ({n} of {len(conversations)} records)"
 
 
-def _effective(trainer: Any, device: str, precision: str) -> dict[str, Any]:
+def _effective(trainer: Any, device: str, precision: str, replicas: list[str] | None) -> dict[str, Any]:
     peft_cfg = trainer.model.peft_config["default"]
     return {"device": device, "precision": precision, "gradient_checkpointing": trainer.args.gradient_checkpointing,
             "world_size": trainer.args.world_size,
+            # sha256 of the adapter weights each process ended with, by rank (finetune.trainer.replica_digests)
+            "adapter_sha256_by_rank": replicas,
             "target_modules": sorted(peft_cfg.target_modules or []),
             "target_parameters": list(peft_cfg.target_parameters or []),
             "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
@@ -76,8 +78,12 @@ def _portable(spec: str) -> str:
 
 
 def write_run_card(config: TrainConfig, *, trainer: Any, report: Any, sets: tuple[Encoded, Encoded], device: str,
-                   precision: str, template_notice: str | None, metrics: dict[str, float]) -> dict[str, Any]:
-    """Build the run card, write it to ``<output_dir>/run_card.json`` (process 0 only) and return it."""
+                   precision: str, template_notice: str | None, metrics: dict[str, float],
+                   replicas: list[str] | None = None) -> dict[str, Any]:
+    """Build the run card, write it to ``<output_dir>/run_card.json`` (process 0 only) and return it.
+
+    ``replicas``: :func:`finetune.trainer.replica_digests` of the run (None: not computed).
+    """
     train_set, val_set = sets
     system, system_from = system_prompt(config, report.train)
     summary = report.as_dict()
@@ -87,7 +93,7 @@ def write_run_card(config: TrainConfig, *, trainer: Any, report: Any, sets: tupl
         "system": system, "system_source": system_from, "thinking": config.thinking,
         "enable_thinking": thinking_for_inference(config.thinking),
         "chat_template": "chatml-fallback" if template_notice else "tokenizer",
-        "config": config.as_dict(), "effective": _effective(trainer, device, precision),
+        "config": config.as_dict(), "effective": _effective(trainer, device, precision, replicas),
         "data": {"train_files": [file_digest(f) for f in config.data],
                  "val_files": [file_digest(f) for f in config.val_data], "report": summary},
         "examples": {name: {"examples": len(s.examples), "tokens": s.tokens, "trained_tokens": s.trained_tokens,

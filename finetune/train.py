@@ -4,7 +4,10 @@ Stages: preflight checks (all problems at once) -> data stage (:func:`finetune.d
 tokenizer and one tokenized example per assistant turn (:mod:`finetune.template`) -> SFTConfig ->
 base model -> TRL SFTTrainer (:class:`finetune.trainer.AssistantSFTTrainer`) -> adapter +
 ``run_card.json``.
-Multi-GPU is the same entry point under ``accelerate launch`` or ``torchrun``.
+Multi-GPU is the same entry point under ``accelerate launch`` or ``torchrun``: every process runs
+all stages (data parallelism); the main process reads the data and tokenizer first and is the only
+one that prints, logs and writes the adapter and run card; the run card records the world size
+and the adapter digest of every process (:func:`finetune.trainer.replica_digests`).
 
 Example:
     >>> from finetune.config import TrainConfig
@@ -43,6 +46,7 @@ class TrainResult:
     adapter_dir: Path
     metrics: dict[str, float]
     run_card: dict[str, Any]
+    main_process: bool = True  # False in the other processes of a multi-process run: they report nothing
 
 
 def _installed(package: str) -> bool:
@@ -136,7 +140,10 @@ def sft_kwargs(config: TrainConfig, *, device: str, precision: str, has_eval: bo
         # Examples arrive tokenized and cut to max_length; packing needs it as the row length.
         max_length=config.max_length if config.batching == "packed" else None,
         load_best_model_at_end=best, metric_for_best_model="eval_loss" if best else None,
-        greater_is_better=False if best else None, **dict(config.trl))
+        greater_is_better=False if best else None,
+        # Several processes: the sampler's seed is fixed here rather than read from torch's global seed,
+        # which ReplicaSeed makes differ per rank; replicas log errors only (the main process reports).
+        data_seed=config.seed, log_level_replica="error") | dict(config.trl)
 
 
 def sft_config(config: TrainConfig, *, device: str, precision: str, has_eval: bool) -> Any:
@@ -155,7 +162,7 @@ def _build_trainer(config: TrainConfig, args: Any, model: Any, tok: Any, train_s
     from transformers.trainer_callback import ProgressCallback
 
     from finetune.lora import lora_config
-    from finetune.trainer import AssistantSFTTrainer, TrainProgress
+    from finetune.trainer import AssistantSFTTrainer, ReplicaSeed, TrainProgress
 
     if config.load_in_4bit:
         from peft import prepare_model_for_kbit_training
@@ -165,7 +172,7 @@ def _build_trainer(config: TrainConfig, args: Any, model: Any, tok: Any, train_s
     trainer = AssistantSFTTrainer(
         model=model, args=args, train_dataset=_dataset(train_set),
         eval_dataset=_dataset(val_set) if args.eval_strategy != "no" else None, processing_class=tok,
-        peft_config=lora_config(config, model), callbacks=[*extra, *callbacks])
+        peft_config=lora_config(config, model), callbacks=[*extra, ReplicaSeed(), *callbacks])
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(TrainProgress())
     return trainer
@@ -206,13 +213,43 @@ def _silent(_: str) -> None:
     return None
 
 
-def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), say: Callable[[str], None] = print) -> TrainResult:
-    """Fine-tune a LoRA adapter as configured; ``callbacks`` are extra transformers TrainerCallbacks."""
-    if int(os.environ.get("RANK", "0")) != 0:  # multi-GPU: one process reports
-        say = _silent
-    _preflight(config)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+def _start_processes(device: str) -> Any:
+    """This process's accelerate PartialState (joins the process group under torchrun / accelerate launch).
+
+    Started before the data stage so the main process can go first through it and be the only one
+    that reports. The other processes are silenced: their logs, warnings and progress bars would
+    repeat the main process's line for line.
+    """
+    from accelerate import PartialState
+
+    # cpu=True as TrainingArguments(use_cpu=True) will ask: gloo rather than a GPU backend.
+    state = PartialState(cpu=device == "cpu")
+    if not state.is_main_process:
+        import warnings
+
+        import datasets
+        import huggingface_hub.utils
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+        huggingface_hub.utils.disable_progress_bars()
+        warnings.simplefilter("ignore")
+    return state
+
+
+@dataclass(frozen=True)
+class _Data:
+    report: Any  # finetune.data.DataReport
+    tok: Any
+    template_notice: str | None
+    train_set: Encoded
+    val_set: Encoded
+
+
+def _data_stage(config: TrainConfig, say: Callable[[str], None]) -> _Data:
+    """Records -> report, tokenizer, encoded train / validation sets; NoTrainingData when nothing is left."""
     report = _prepare_data(config)
     say(report.render())
     tok = load_tokenizer(config.model)
@@ -225,17 +262,56 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), say: Callable[[
     _summary("validation", val_set, say)
     if not train_set.examples:
         raise NoTrainingData(f"no training example left from {', '.join(config.data)}; see the problems above")
+    return _Data(report, tok, notice, train_set, val_set)
+
+
+def _main_first(state: Any, stage: Callable[[], Any]) -> Any:
+    """``stage()`` in the main process, then in the others (a hub tokenizer is downloaded once, the data
+    report printed before the others start). An error is raised only once past the barrier, so the
+    other processes run into the same error themselves instead of a barrier broken by a dead process."""
+    failure: Exception | None = None
+    with state.main_process_first():
+        try:
+            result = stage()
+        except Exception as err:  # noqa: BLE001 - raised again just below
+            failure = err
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _check_replicas(digests: list[str] | None) -> None:
+    if digests and len(set(digests)) > 1:
+        raise RunError(f"the {len(digests)} training processes ended with different adapter weights (sha256 by "
+                       f"rank: {', '.join(d[:12] for d in digests)}); data-parallel training went out of step, "
+                       "so the saved adapter (rank 0's) is not the jointly trained one: rerun with one process")
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = (), say: Callable[[str], None] = print) -> TrainResult:
+    """Fine-tune a LoRA adapter as configured; ``callbacks`` are extra transformers TrainerCallbacks."""
+    from finetune.trainer import replica_digests
+
+    _preflight(config)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    state = _start_processes(device)
+    main = state.is_main_process
+    say = say if main else _silent
+    data = _main_first(state, lambda: _data_stage(config, say))
     _report_env(config)
     # The training arguments exist before the model loads: under DeepSpeed ZeRO-3 from_pretrained then
     # partitions the weights across GPUs as it reads them instead of materialising the model on every rank.
-    args = sft_config(config, device=device, precision=precision, has_eval=bool(val_set.examples))
+    args = sft_config(config, device=device, precision=precision, has_eval=bool(data.val_set.examples))
     model = load_model(config.model, device=device, precision=precision, load_in_4bit=config.load_in_4bit,
                        place=False)  # the Trainer puts it on this process's device
-    trainer = _build_trainer(config, args, model, tok, train_set, val_set, callbacks)
-    say(f"training on {device} ({precision}), output {config.output_dir}")
+    trainer = _build_trainer(config, args, model, data.tok, data.train_set, data.val_set, callbacks)
+    say(f"training on {device} ({precision}) in {args.world_size} process(es), output {config.output_dir}")
     output = trainer.train(resume_from_checkpoint=_last_checkpoint(config.output_dir) if config.resume else None)
     metrics = _final_metrics(trainer, output, has_eval=trainer.eval_dataset is not None)
+    digests = replica_digests(trainer)
     trainer.save_model(config.output_dir)  # adapter_config.json + adapter weights + tokenizer + chat template
-    card = write_run_card(config, trainer=trainer, report=report, sets=(train_set, val_set),
-                          device=device, precision=precision, template_notice=notice, metrics=metrics)
-    return TrainResult(Path(config.output_dir), metrics, card)
+    card = write_run_card(config, trainer=trainer, report=data.report, sets=(data.train_set, data.val_set),
+                          device=device, precision=precision, template_notice=data.template_notice,
+                          metrics=metrics, replicas=digests)
+    _check_replicas(digests)
+    return TrainResult(Path(config.output_dir), metrics, card, main_process=main)

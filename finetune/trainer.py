@@ -8,18 +8,24 @@ takes the same token-summed cross-entropy / ``num_items_in_batch`` as TRL (equal
 gradients are tested). Everything else (data preparation, collator, padding-free batching,
 PEFT, checkpoints, DeepSpeed) is TRL's and transformers' own.
 
+Several processes (``torchrun``, ``accelerate launch``): :class:`ReplicaSeed` gives each its own
+dropout stream, and :func:`replica_digests` fingerprints the adapter each one ends with, so a run
+can show that data-parallel training kept them identical.
+
 Example:
     >>> trainer = AssistantSFTTrainer(model=m, args=sft_config, train_dataset=ds)  # doctest: +SKIP
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import ProgressCallback, TrainerCallback
 from trl import SFTTrainer
 from trl.kernels.chunked_logprob import _use_triton
 
@@ -121,3 +127,54 @@ class TrainProgress(ProgressCallback):
         elif "eval_loss" in logs:
             self.training_bar.write(f"step {state.global_step}: eval loss {logs['eval_loss']:.4f}, "
                                     f"perplexity {logs.get('eval_perplexity', float('nan')):.2f}")
+
+
+class ReplicaSeed(TrainerCallback):
+    """Reseed each process with ``seed + rank`` as training starts, so replicas draw different dropout masks.
+
+    The Trainer seeds every process alike: right for the LoRA initialisation (identical on all ranks),
+    wrong for dropout, where identical streams make the masks of the global batch correlated. By
+    train-begin the sampler has its seed (``data_seed``, the same on every rank, so the shards stay
+    disjoint) and DDP has copied rank 0's weights everywhere; a resumed run then restores each rank's
+    saved RNG state (``rng_state_<rank>.pth``) over this seed. A single process is left alone.
+    """
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.world_size > 1:
+            from transformers import set_seed
+
+            set_seed(args.seed + args.process_index)
+
+
+def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors``, in name order.
+
+    >>> a = {"w": torch.ones(2), "b": torch.zeros(1)}
+    >>> weights_digest(a) == weights_digest(dict(reversed(a.items())))
+    True
+    >>> weights_digest(a) == weights_digest({"w": torch.tensor([1.0, 1.0000001]), "b": torch.zeros(1)})
+    False
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensors[name].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def replica_digests(trainer: Any) -> list[str] | None:
+    """:func:`weights_digest` of the adapter each training process holds, by rank (one entry per process).
+
+    The adapter is what ``save_pretrained`` writes (PEFT's adapter state dict), so rank 0's entry is
+    also the digest of the saved ``adapter_model.safetensors``. None under FSDP or DeepSpeed ZeRO-3,
+    where each process holds a shard of the weights rather than a replica. Every process must call it
+    (it gathers across them).
+    """
+    from accelerate.utils import gather_object
+    from peft import get_peft_model_state_dict
+
+    model = trainer.model
+    if trainer.is_fsdp_enabled or any(hasattr(p, "ds_numel") for p in model.parameters()):
+        return None
+    return list(gather_object([weights_digest(get_peft_model_state_dict(model))]))

@@ -70,6 +70,8 @@ def train_command(config: Optional[Path] = typer.Option(None, "--config", help="
     from finetune.train import train
 
     result = train(settings, say=say)
+    if not result.main_process:  # torchrun / accelerate launch: the main process reports
+        return
     shown = {k: round(v, 4) for k, v in result.metrics.items()
              if k in ("train_loss", "eval_loss", "eval_perplexity", "global_step", "train_tokens_per_second")}
     say(f"adapter saved to {result.adapter_dir} (run card: run_card.json) {shown}")
