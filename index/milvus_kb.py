@@ -19,7 +19,7 @@ from index.milvus_uri import MilvusLocation
 def reindex(kb: Any, embedder: object | str | None = None, *, progress: bool = False, **fields: object) -> Any:
     """Re-chunk and re-embed every document of the Milvus knowledge base ``kb`` (an
     ``index.kb.KnowledgeBase``) into new collections, then swap them in; returns it reopened."""
-    from index.kb import KnowledgeBase
+    KnowledgeBase = type(kb)  # noqa: N806 - the class itself, not imported (index.kb imports this module)
     from index.pipeline import Sink, add_loaded
 
     loc: MilvusLocation = kb.store.loc

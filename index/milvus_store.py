@@ -32,8 +32,7 @@ import numpy as np
 from index import milvus_schema as ms
 from index.errors import DocumentNotFound, MilvusError
 from index.milvus_uri import MilvusLocation, connect
-from index.records import Hit
-from index.store import DocInfo
+from index.records import DocInfo, Hit
 from ingest.records import Chunk, Document, Page
 
 BATCH = 1000  # rows per insert/get call

@@ -60,3 +60,29 @@ class Removal:
     n_chunks: int
     document_removed: bool
     paths_left: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DocInfo:
+    """One row of ``ingest list``: a document, its display ``path`` and every path it is stored
+    under (``paths``, in the order added; the display path first; empty in records built by hand)."""
+
+    sha256: str
+    path: str
+    title: str
+    kind: str
+    n_pages: int
+    ocr_pages: tuple[int, ...]
+    n_chunks: int
+    size: int
+    added_at: float
+    paths: tuple[str, ...] = ()
+
+    @property
+    def all_paths(self) -> tuple[str, ...]:
+        """``paths``, or the display path alone when none were recorded.
+
+        >>> DocInfo("ab", "/d/a.txt", "a", "text", 1, (), 1, 3, 0.0).all_paths
+        ('/d/a.txt',)
+        """
+        return self.paths or (self.path,)

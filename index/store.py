@@ -28,7 +28,6 @@ import json
 import sqlite3
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -36,7 +35,7 @@ import numpy as np
 
 from index.connections import Connections, StoreReplaced, snapshot, transaction
 from index.errors import NoKnowledgeBase
-from index.records import Hit
+from index.records import DocInfo, Hit  # DocInfo: imported from here by callers too
 from index.schema import open_schema
 from ingest.records import Chunk, Document, Page
 
@@ -72,32 +71,6 @@ def require_store(kb_dir: str | Path) -> Path:
     if not path.is_file():
         raise NoKnowledgeBase(f"no knowledge base at {kb_dir}; create one with `ingest add FILES --kb {kb_dir}`")
     return path
-
-
-@dataclass(frozen=True)
-class DocInfo:
-    """One row of ``ingest list``: a document, its display ``path`` and every path it is stored
-    under (``paths``, in the order added; the display path first; empty in records built by hand)."""
-
-    sha256: str
-    path: str
-    title: str
-    kind: str
-    n_pages: int
-    ocr_pages: tuple[int, ...]
-    n_chunks: int
-    size: int
-    added_at: float
-    paths: tuple[str, ...] = ()
-
-    @property
-    def all_paths(self) -> tuple[str, ...]:
-        """``paths``, or the display path alone when none were recorded.
-
-        >>> DocInfo("ab", "/d/a.txt", "a", "text", 1, (), 1, 3, 0.0).all_paths
-        ('/d/a.txt',)
-        """
-        return self.paths or (self.path,)
 
 
 class Store:
