@@ -72,3 +72,5 @@ class EvalResult:
     config: dict[str, Any]
     load_s: float
     wall_s: float
+    # --compare-embedder: the retrieval pass over a re-embedded copy (assistant.evaluation.run.compare_pass)
+    compared: dict[str, Any] | None = None

@@ -33,7 +33,7 @@ def to_dict(result: EvalResult) -> dict[str, Any]:
     """The whole run as plain JSON-able data: figures first, then every problem and row."""
     return {
         "items": result.items, "systems": list(result.systems), "skipped": result.skipped,
-        "retrieval": result.retrieval, "results": result.results, "config": result.config,
+        "retrieval": result.retrieval, "compared": result.compared, "results": result.results, "config": result.config,
         "closed_book_prompt": CLOSED_BOOK_PROMPT, "load_s": result.load_s, "wall_s": result.wall_s,
         "problems": [asdict(p) for p in result.problems],
         "retrieval_rows": [asdict(r) for r in result.retrieval_rows],
@@ -79,15 +79,58 @@ def _header(result: EvalResult) -> list[str]:
             f"at most {c.get('max_new_tokens')} new tokens.", ""]
 
 
+def fmt_diff(new: float | None, old: float | None, *, pct: bool) -> str:
+    """``new - old``, signed: percentage points (``pct``) or a fraction (MRR); "–" when either is missing.
+
+    >>> fmt_diff(0.75, 0.5, pct=True), fmt_diff(0.5, 0.75, pct=False), fmt_diff(None, 0.5, pct=True)
+    ('+25.0', '-0.250', '–')
+    """
+    if new is None or old is None:
+        return NA
+    return f"{100 * (new - old):+.1f}" if pct else f"{new - old:+.3f}"
+
+
+def _retrieval_row(label: str, r: dict[str, Any], cutoffs: list[str]) -> list[str]:
+    return [label, *(fmt_pct(r[key]) for key in cutoffs), NA if r["mrr"] is None else f"{r['mrr']:.3f}",
+            fmt_s(r["timings"]["retrieval_s"])]
+
+
+def _chunk_note(compared: dict[str, Any]) -> str:
+    """A sentence when the re-embedded copy was chunked smaller than the knowledge base (else "").
+
+    >>> _chunk_note({"max_tokens": 256, "kb_max_tokens": 500})
+    ' The copy was chunked at 256 tokens (the knowledge base: 500), the most the compared embedder reads.'
+    """
+    mine, other = compared.get("kb_max_tokens"), compared.get("max_tokens")
+    if mine is None or other is None or mine == other:
+        return ""
+    return (f" The copy was chunked at {other} tokens (the knowledge base: {mine}), the most the compared "
+            "embedder reads.")
+
+
 def _retrieval(result: EvalResult) -> list[str]:
-    r = result.retrieval
+    """The retrieval table: the knowledge base's embedder, and with --compare-embedder the compared one and
+    the difference (compared - KB's: percentage points for hit@c, a fraction for MRR)."""
+    r, other = result.retrieval, (result.compared or {}).get("retrieval")
     cutoffs = [key for key in r if key.startswith("hit@")]
-    head = [*(f"{key} %" for key in cutoffs), "MRR", "retrieval s (mean / p50)"]
-    row = [fmt_pct(r[key]) for key in cutoffs]
-    row += [NA if r["mrr"] is None else f"{r['mrr']:.3f}", fmt_s(r["timings"]["retrieval_s"])]
+    head = ["embedder", *(f"{key} %" for key in cutoffs), "MRR", "retrieval s (mean / p50)"]
+    mine = r.get("embedder", "knowledge base")
+    rows = [_retrieval_row(f"`{mine}` (knowledge base)", r, cutoffs)]
+    notes = []
+    if other is not None:
+        c = result.compared or {}
+        rows.append(_retrieval_row(f"`{c['embedder']}` (compared)", other, cutoffs))
+        rows.append(["difference (compared - knowledge base)", *(fmt_diff(other[key], r[key], pct=True)
+                                                                 for key in cutoffs),
+                     fmt_diff(other["mrr"], r["mrr"], pct=False), NA])
+        reused = "reused from the cache" if c.get("reused") else "made for this run"
+        notes = [f"Only retrieval is compared: the compared embedder searched a copy of the knowledge base "
+                 f"re-embedded with it (`{c['kb']}`, {reused}); the systems below answer with the knowledge "
+                 f"base's own embedder (`{mine}`). Differences: hit@c in percentage points, MRR as a fraction."
+                 + _chunk_note(c), ""]
     rules = ", ".join(f"{RULE_TEXT[rule]}: {n}" for rule, n in r["rules"].items() if n) or "none"
     return [f"## Retrieval (top {r['k']}, {r['mode']}; {r['items']} answerable questions)", "",
-            *_table(head, [row]), "", f"Gold recognised by (questions): {rules}.", ""]
+            *_table(head, rows), "", f"Gold recognised by (questions): {rules}.", "", *notes]
 
 
 def _answers(result: EvalResult) -> list[str]:

@@ -11,6 +11,9 @@ adapter only the two base systems run (the report says why). Retrieval is scored
 question (hit@k, MRR of the gold; it does not depend on the model); the RAG systems retrieve
 again inside ``ask`` so their stage timings are real. Metrics: :mod:`assistant.evaluation.metrics`.
 A model warm-up call (loading; reported as ``load_s``) runs before anything is timed.
+``compare_embedder`` (``--compare-embedder``) scores retrieval once more over a cached copy of the
+knowledge base re-embedded with another embedder (:mod:`assistant.evaluation.compare`); only
+retrieval is compared: the systems answer with the knowledge base's own embedder.
 
 >>> from assistant import Assistant
 >>> bot = Assistant(kb="kb", model="path/to/Qwen3-0.6B", adapter="outputs/qwen3-lora")   # doctest: +SKIP
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
     from finetune.records import Problem
 
 __all__ = ["EvalConfig", "plan_systems", "closed_book_messages", "closed_book", "score", "aggregate",
-           "retrieval_summary", "evaluate", "run_eval"]
+           "retrieval_pass", "retrieval_summary", "compare_pass", "evaluate", "run_eval"]
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -65,6 +68,11 @@ class EvalConfig:
     systems: tuple[str, ...] | None = field(default=None, metadata={
         "help": f"comma-separated subset of {', '.join(SYSTEMS)} (none: every system that can run)"})
     limit: int | None = field(default=None, metadata={"help": "the first N questions only"})
+    compare_embedder: str | None = field(default=None, metadata={
+        "help": "another embedder (id or folder, e.g. `finetune embedder`'s --out): the retrieval pass (hit@k, MRR) "
+                "runs again over a cached copy of the knowledge base re-embedded with it, shown beside the KB's "
+                "own embedder with the difference; only retrieval is compared (the systems use the KB's embedder); "
+                "the knowledge base itself is never changed"})
     progress: bool = field(default=False, metadata={"help": "progress bar on stderr"})
 
     def __post_init__(self) -> None:
@@ -96,6 +104,8 @@ def _problems(c: EvalConfig) -> list[str]:
             out.append(f"systems={', '.join(bad) or '(none)'} not among {', '.join(SYSTEMS)}")
         elif len(set(c.systems)) != len(c.systems):
             out.append(f"systems={', '.join(c.systems)} names a system twice")
+    if c.compare_embedder is not None and not str(c.compare_embedder).strip():
+        out.append("compare_embedder is empty: give an embedder id or folder")
     if c.limit is not None and (isinstance(c.limit, bool) or not isinstance(c.limit, int) or c.limit < 1):
         out.append(f"limit={c.limit!r} must be an integer >= 1")
     if c.plot is not None and c.plot.suffix.lower() != ".png":
@@ -220,15 +230,18 @@ def hit_cutoffs(k: int) -> tuple[int, ...]:
     return tuple(sorted({c for c in (1, 3, 5, 10) if c <= k} | {k}))
 
 
-def retrieval_pass(bot: "Assistant", items: Sequence["QAItem"]) -> tuple[list[RetrievalRow], dict[str, Any]]:
-    """Rank of the gold among the top-k hits of each answerable item, and hit@c / MRR over them."""
-    cfg, rows = bot.config, []
+def retrieval_pass(bot: "Assistant", items: Sequence["QAItem"], *, kb: Any = None
+                   ) -> tuple[list[RetrievalRow], dict[str, Any]]:
+    """Rank of the gold among the top-k hits of each answerable item, and hit@c / MRR over them.
+
+    ``kb``: the knowledge base searched (None: ``bot.kb``), with ``bot``'s k and mode."""
+    cfg, rows, kb = bot.config, [], bot.kb if kb is None else kb
     answerable = [i for i in items if i.answerable]
     for question in {is_chinese(i.question): i.question for i in answerable}.values():  # untimed warm-up:
-        bot.kb.search(question, k=cfg.k, mode=cfg.mode)  # the embedder loads, and jieba on a Chinese query
+        kb.search(question, k=cfg.k, mode=cfg.mode)  # the embedder loads, and jieba on a Chinese query
     for item in answerable:
         start = time.perf_counter()
-        hits = bot.kb.search(item.question, k=cfg.k, mode=cfg.mode)
+        hits = kb.search(item.question, k=cfg.k, mode=cfg.mode)
         rows.append(RetrievalRow(item.source, gold_rule(item), gold_rank(hits, item), time.perf_counter() - start))
     return rows, retrieval_summary(rows, k=cfg.k, mode=cfg.mode)
 
@@ -248,6 +261,28 @@ def retrieval_summary(rows: Sequence[RetrievalRow], *, k: int, mode: str) -> dic
     summary["mrr"] = _mean([reciprocal_rank(r) for r in ranks])
     summary["timings"] = {"retrieval_s": _stats([r.retrieval_s for r in rows])}
     return summary
+
+
+def compare_pass(bot: "Assistant", items: Sequence["QAItem"], embedder: str, *,
+                 progress: bool = False) -> dict[str, Any]:
+    """:func:`retrieval_pass` over ``bot``'s knowledge base re-embedded with ``embedder``
+    (:mod:`assistant.evaluation.compare`: a cached copy; the knowledge base itself is only read).
+
+    Returns ``embedder`` (the name the copy records), ``kb`` (the copy's folder), ``reused`` (True: the
+    cached copy was used, nothing re-embedded), ``max_tokens`` (the copy's chunk size, embedder tokens: the
+    knowledge base's, ``kb_max_tokens``, unless the compared model reads fewer), ``retrieval`` (as
+    :func:`retrieval_summary`) and ``retrieval_rows`` (dicts of :class:`RetrievalRow`)."""
+    from dataclasses import asdict
+
+    from assistant.evaluation.compare import kb_embedder_name, open_compared
+
+    copy, folder, reused = open_compared(bot.kb, embedder, progress=progress)
+    with copy:
+        rows, summary = retrieval_pass(bot, items, kb=copy)
+        name = kb_embedder_name(copy)
+    return {"embedder": name, "kb": str(folder), "reused": reused, "max_tokens": copy.config.max_tokens,
+            "kb_max_tokens": getattr(getattr(bot.kb, "config", None), "max_tokens", None), "retrieval": summary,
+            "retrieval_rows": [asdict(r) for r in rows]}
 
 
 def unknown_docs(bot: "Assistant", items: Sequence["QAItem"]) -> list["Problem"]:
@@ -279,13 +314,18 @@ def warm_up(bot: "Assistant", systems: Sequence[str]) -> float:
 
 def evaluate(bot: "Assistant", items: Sequence["QAItem"], systems: Sequence[str], *,
              skipped: dict[str, str] | None = None, problems: Sequence["Problem"] = (),
-             progress: bool = False) -> EvalResult:
-    """Score retrieval once, then every system on every item (item by item, all systems each)."""
+             progress: bool = False, compare_embedder: str | None = None) -> EvalResult:
+    """Score retrieval once (and, with ``compare_embedder``, once more with that embedder: :func:`compare_pass`),
+    then every system on every item (item by item, all systems each)."""
     from tqdm.auto import tqdm
+
+    from assistant.evaluation.compare import kb_embedder_name
 
     start = time.perf_counter()
     problems = [*problems, *unknown_docs(bot, items)]
     retrieval_rows, retrieval = retrieval_pass(bot, items)
+    retrieval["embedder"] = kb_embedder_name(bot.kb)
+    compared = compare_pass(bot, items, compare_embedder, progress=progress) if compare_embedder else None
     load_s = warm_up(bot, systems) if systems else 0.0
     rows: list[Row] = []
     with tqdm(total=len(items) * len(systems), desc="eval", unit="answer", disable=not progress) as bar:
@@ -297,7 +337,7 @@ def evaluate(bot: "Assistant", items: Sequence["QAItem"], systems: Sequence[str]
     return EvalResult(systems=tuple(systems), skipped=dict(skipped or {}), retrieval=retrieval, results=results,
                       rows=tuple(rows), retrieval_rows=tuple(retrieval_rows), problems=tuple(problems),
                       items=len(items), config=_public_config(bot), load_s=load_s,
-                      wall_s=time.perf_counter() - start)
+                      wall_s=time.perf_counter() - start, compared=compared)
 
 
 def _public_config(bot: "Assistant") -> dict[str, Any]:
@@ -321,7 +361,8 @@ def run_eval(cfg: EvalConfig, bot: "Assistant") -> EvalResult:
         raise ConfigError(f"no usable gold question in {', '.join(map(str, cfg.data))}" + (f": {detail}" if detail
                                                                                                else ""))
     items = items[:cfg.limit] if cfg.limit else items
-    result = evaluate(bot, items, systems, skipped=skipped, problems=problems, progress=cfg.progress)
+    result = evaluate(bot, items, systems, skipped=skipped, problems=problems, progress=cfg.progress,
+                      compare_embedder=cfg.compare_embedder)
     write_json(result, cfg.out)
     write_markdown(result, cfg.markdown_path)
     if cfg.plot is not None:

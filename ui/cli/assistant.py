@@ -176,7 +176,10 @@ def _systems(values: tuple[str, ...]) -> tuple[str, ...]:
 def eval_command(*, settings: EvalConfig,
                  progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
                  config: AssistantConfig) -> None:
-    """Score retrieval (hit@k, MRR) and four systems (base / adapter, closed-book / RAG) in one table."""
+    """Score retrieval (hit@k, MRR) and four systems (base / adapter, closed-book / RAG) in one table.
+
+    --compare-embedder DIR_OR_ID scores retrieval once more over a cached copy of the knowledge base re-embedded
+    with that embedder, beside the KB's own (only retrieval: the systems answer with the KB's embedder)."""
     from assistant.evaluation.run import run_eval
 
     cfg = replace(settings, progress=progress)  # the library is quiet by default; the command shows progress

@@ -2,6 +2,7 @@
 
     index search "年假没休完怎么办？" --k 5
     index eval --beir ../shared/data/retrieval/scifact
+    index eval --beir DIR --embedder multilingual-e5-small --compare-embedder out/e5-adapted
     index reindex --embedder BAAI/bge-small-zh-v1.5
     index migrate --from kb --to milvus://localhost:19530/kb
 """
@@ -123,15 +124,29 @@ def eval_(beir: Path = typer.Option(..., "--beir", help="BEIR folder: corpus.jso
               "index N documents: every document the scored queries' qrels name is kept, then others "
               "chosen at random with --seed up to N in all (more when those alone exceed N; default: all)")),
           seed: int = typer.Option(0, "--seed", help="seed of the --max-queries / --max-docs subset"),
+          compare_embedder: Optional[str] = typer.Option(None, "--compare-embedder", help=(
+              "a second embedder (id or folder, e.g. `finetune embedder`'s --out): score both, each on its own "
+              "cached index, in one table with the difference (second - first); not with --kb")),
           *, config: IndexConfig, as_json: bool = JsonOpt) -> None:
     """Build (or reuse) an index of a BEIR folder and print nDCG@10, Recall@10/100, MRR@10.
 
     --mode bm25 loads no embedding model: it chunks the corpus as a knowledge base would and searches BM25 in memory.
+    The cached index is keyed by the BEIR folder, the subset and the embedder (its backend and weight files).
     """
-    from index.evaluate import evaluate_beir
+    from index.evaluate import compare_beir, comparison_table, evaluate_beir
 
-    figures = evaluate_beir(beir, split=split, mode=config.mode, k=k, kb=kb, embedder=config.embedder,
-                            progress=not as_json, max_queries=max_queries, max_docs=max_docs, seed=seed)
+    options = dict(split=split, mode=config.mode, k=k, kb=kb, progress=not as_json, max_queries=max_queries,
+                   max_docs=max_docs, seed=seed)
+    if compare_embedder is not None:
+        result = compare_beir(beir, (config.embedder, compare_embedder), **options)
+        if as_json:
+            print_json(result)
+        else:
+            first = result["runs"][0]
+            typer.echo(f"{first['mode']} retrieval, {first['queries']} queries, {first['docs']} documents")
+            typer.echo(comparison_table(result))
+        return
+    figures = evaluate_beir(beir, embedder=config.embedder, **options)
     if as_json:
         print_json(figures)
     else:
