@@ -1,4 +1,4 @@
-"""The ``finetune`` command: train, merge, eval, chat, ``data check`` and ``data from-kb``.
+"""The ``finetune`` command: train, merge, eval, chat, ``data check``, ``data from-kb`` and ``embedder``.
 
 ``finetune train`` has one flag per :class:`finetune.config.TrainConfig` field (made from the
 dataclass by :mod:`ui.cli.options`, so they cannot drift apart) plus ``--config FILE.toml``; flags
@@ -28,6 +28,7 @@ from assistant.from_kb.config import FromKBConfig
 from finetune.config import TrainConfig, load_config
 from finetune.data import DataConfig, prepare_config
 from finetune.errors import ConfigError, FinetuneError
+from ui.cli.finetune_embedder import embedder_command
 from ui.cli.options import K_FLAG, KB_FLAG, Flag, config_options, default_of
 from ui.errors import BAD_INPUT, friendly
 
@@ -207,6 +208,7 @@ def from_kb(*, config: FromKBConfig,
 
 
 app.add_typer(data_app, name="data")
+app.command("embedder")(embedder_command)
 
 
 if __name__ == "__main__":  # accelerate launch -m ui.cli.finetune train ... / torchrun -m ui.cli.finetune train ...
