@@ -80,6 +80,15 @@ def test_auto_backend_is_onnx_for_the_builtin_e5_on_cpu_only(monkeypatch):
     assert backend_of(onnx_backend.backend_fingerprint("0" * 64, "o2-int8")) == "onnx"
 
 
+def test_torch_runs_on_the_gpu_when_there_is_one(monkeypatch):
+    """With a CUDA device the default stays torch, on the GPU (fp16 at load); without one, torch runs on CPU."""
+    monkeypatch.setattr(embedder_mod, "cuda_visible", lambda: True)
+    emb = load_embedder(str(minilm_path()))
+    assert (emb.backend, emb.device) == ("torch", "cuda")
+    monkeypatch.setattr(embedder_mod, "cuda_visible", lambda: False)
+    assert load_embedder(str(minilm_path()), "torch").device == "cpu"
+
+
 def test_export_runs_once_and_publishes_atomically(tmp_path, monkeypatch):
     """A second ensure exports nothing; a failed export leaves no folder and no temp folder."""
     monkeypatch.setenv("QDA_CACHE", str(tmp_path / "cache"))
