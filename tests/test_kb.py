@@ -251,8 +251,8 @@ def test_vectors_round_trip_through_the_store(kb_where: Path | str, docs: Path) 
     kb.close()
 
 
-def test_cli_add_list_search_rm_json(tmp_path: Path, docs: Path) -> None:
-    env = os.environ | {"QDA_KB": str(tmp_path / "kb")}
+def test_cli_add_list_search_rm_json(kb_where: Path | str, docs: Path) -> None:
+    env = os.environ | {"QDA_KB": str(kb_where)}  # a folder or a Milvus collection: the same commands
 
     def run(app: str, *args: str) -> subprocess.CompletedProcess:
         code = f"import sys; from ui.cli.{app} import app; sys.argv[0] = {app!r}; app()"

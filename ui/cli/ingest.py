@@ -59,12 +59,13 @@ def list_(*, config: IndexConfig, as_json: bool = JsonOpt) -> None:
     """List the documents of the knowledge base."""
     from dataclasses import asdict
 
-    from index.store import Store, require_store
+    from index.kb import KnowledgeBase
+    from index.store import require_store
 
     kb = config.kb
-    store = Store(require_store(kb))
-    docs = store.documents()
-    store.close()
+    require_store(kb)  # nothing there: say so, create nothing
+    with KnowledgeBase.open(kb) as base:  # a folder or Milvus; opened as built, no embedder loaded
+        docs = base.documents()
     if as_json:
         print_json([asdict(d) | {"ocr_pages": list(d.ocr_pages), "paths": list(d.all_paths)} for d in docs])
         return
