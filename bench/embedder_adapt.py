@@ -100,7 +100,8 @@ def adapt(args: argparse.Namespace, base_kb: Path, qa: Path, out: Path) -> dict:
     wall, cpu = time.monotonic(), cpu_seconds()
     report = adapt_embedder(EmbedderConfig(qa=(qa,), kb=base_kb, out=out, epochs=args.epochs, seed=args.seed,
                                            batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                           hard_negatives=args.hard_negatives, device="cpu"), progress=True)
+                                           hard_negatives=args.hard_negatives, val_corpus=args.val_corpus,
+                                           device="cpu"), progress=True)
     print(report.render(), flush=True)
     return {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
             "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train),
@@ -118,6 +119,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=2e-5)
     ap.add_argument("--hard-negatives", type=int, default=1)
+    ap.add_argument("--val-corpus", type=int, default=1000, help="chunks the inner held-out questions rank among")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

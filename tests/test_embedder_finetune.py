@@ -166,3 +166,32 @@ def test_training_pairs_fill_missing_negatives():
     pair = TrainPair("q", "gold", ("n1",), "q0", "c0")
     assert pair.columns(3) == {"anchor": "q", "positive": "gold", "negative_1": "n1", "negative_2": "n1",
                                "negative_3": "n1"}
+
+
+class _Generator:
+    """A stand-in question generator: one 'Q:/A:' pair per chunk, the question made of the passage's words."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, messages: list[dict], params: object):
+        self.calls += 1
+        passage = messages[1]["content"].split("\n", 1)[1]
+        words = passage.rstrip(".").split()
+        yield f"Q: what about {' '.join(words[1:4])}?\nA: {' '.join(words[:6])}."
+
+
+@pytest.mark.integration
+def test_questions_generated_from_chunks_train_the_embedder(tmp_path, tiny_st):
+    """Documents but no Q&A: every generated pair keeps its chunk as gold; the run card counts them."""
+    from assistant.from_kb.adapt_embedder import adapt_embedder
+
+    _kb(tmp_path, str(tiny_st)).close()
+    generator = _Generator()
+    config = EmbedderConfig(generate_questions=50, kb=tmp_path / "kb", out=tmp_path / "adapted", epochs=1,
+                            batch_size=4, device="cpu")
+    report = adapt_embedder(config, generator=generator)
+    assert generator.calls == len(DOCS) and report.pairs.generated == {"chunks": 12, "pairs": 12, "unparsable": 0}
+    assert report.pairs.found == {"chunk": 12} and len(report.pairs.train) + len(report.pairs.val.queries) == 12
+    card = read_run_card(tmp_path / "adapted")
+    assert card["generated_questions"]["pairs"] == 12 and card["qa_files"] == []
