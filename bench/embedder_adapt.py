@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=2e-5)
     ap.add_argument("--hard-negatives", type=int, default=1)
-    ap.add_argument("--val-corpus", type=int, default=1000, help="chunks the inner held-out questions rank among")
+    ap.add_argument("--val-corpus", type=int, default=500, help="chunks the inner held-out questions rank among")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -44,9 +44,9 @@ class EmbedderConfig:
         "help": "hybrid (dense + BM25) ranks searched for hard negatives per question"})
     val_ratio: float = field(default=0.2, metadata={
         "help": "share of questions held out to stop early and to measure before/after"})
-    val_corpus: int = field(default=1000, metadata={
-        "help": "chunks the held-out questions are ranked in: the whole knowledge base up to this size, else "
-                "their gold chunks, their hard candidates and a seeded sample"})
+    val_corpus: int = field(default=500, metadata={
+        "help": "chunks the held-out questions are ranked in (embedded again after every epoch): the whole "
+                "knowledge base up to this size, else their gold chunks, their hard candidates and a seeded sample"})
     patience: int = field(default=1, metadata={"help": "epochs without a held-out gain before stopping"})
     max_seq_length: int = field(default=256, metadata={
         "help": "tokens of a passage seen in training (longer ones truncated; CPU time grows with it)"})
