@@ -66,8 +66,8 @@ QUESTION_ZH = ("{}是怎么规定的？", "关于{}有什么要求？", "{}的�
 class BenchEmbedder(SentenceTransformerEmbedder):
     """Real e5 for queries; random unit vectors and approximate token counts for passages."""
 
-    def __init__(self, model: str = "multilingual-e5-small") -> None:
-        super().__init__(model)
+    def __init__(self, model: str = "multilingual-e5-small", backend: str = "torch") -> None:
+        super().__init__(model, backend=backend)  # the backend that embeds the queries
         self.name = f"bench-random-passages+{model}"
         self.cached: dict[str, np.ndarray] = {}  # query -> vector, to time search without encoding
 
@@ -404,6 +404,8 @@ def milvus_side_by_side(uri: str, n_docs: int, n_queries: int, repeat: int) -> N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="kb.search latency at 10k / 100k chunks")
     parser.add_argument("--quick", action="store_true", help="10k chunks only")
+    parser.add_argument("--embedder-backend", default="onnx", choices=("onnx", "torch"),
+                        help="how queries are embedded (onnx: the CPU default since the ONNX backend)")
     parser.add_argument("--kb-dir", type=Path, help="keep/reuse the built knowledge bases here")
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=2, help="passes over the queries")
@@ -421,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    emb = BenchEmbedder()
+    emb = BenchEmbedder(backend=args.embedder_backend)
     emb.encode_queries(["warm-up"])  # model load is not a search cost
     print(f"embedder: random passages + real {emb.name.split('+')[1]} queries; torch threads "
           f"{torch.get_num_threads()}; {args.queries} queries x {args.repeat} passes per size; "
