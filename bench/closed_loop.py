@@ -36,7 +36,9 @@ are the installed CLIs, printed as they run.
 
 Training defaults (one epoch at learning rate 1e-3, batch 4) are sized by the probe on a busy
 2-core machine: ~63 s per step of 4 examples (~37 tokens/s), so one epoch of 86 examples is ~20 min;
-1.5 epochs at 5e-4 would have taken ~36 min. Figures of the full run: README, "Closed loop".
+1.5 epochs at 5e-4 would have taken ~36 min (with 17 distractor records, 91 examples: 23 steps, 36 min
+at load 9-10). Figures of the full run: README, "Closed loop". The summary also gives the training
+mix (from-kb's records and report) and, per system, the answerable and distractor-only questions declined.
 
 ``--threads 1`` sets torch/OpenMP threads in this process and in every command: on a 2-core machine
 loaded by other jobs one thread measured 2-5x faster than two (prefill 2.9 s vs 6-10 s for 550 tokens
@@ -347,6 +349,25 @@ def samples(rows: list[dict], n: int) -> list[str]:
     return out
 
 
+def declines(rows: list[dict]) -> str:
+    """Per system: answerable questions declined (false abstentions) and distractor-only ones declined."""
+    out = []
+    for system in SYSTEMS:
+        mine = [r for r in rows if r["system"] == system]
+        if mine:
+            ans, off = [r for r in mine if r["answerable"]], [r for r in mine if not r["answerable"]]
+            out.append(f"{system} {sum(r['abstained'] for r in ans)}/{len(ans)} answerable, "
+                       f"{sum(r['abstained'] for r in off)}/{len(off)} distractor-only")
+    return "Declined: " + "; ".join(out) + "."
+
+
+def training_mix(report: dict) -> str:
+    """The from-kb records trained on, by kind, and how each gold was found (or why a record was dropped)."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in report.get("records", {}).items())
+    found = ", ".join(f"{how} {n}" for how, n in report.get("found", {}).items())
+    return f"Training records (from-kb): {kinds}; gold: {found}; {len(report.get('problems', []))} problem(s)."
+
+
 def summarize(args: argparse.Namespace, work: Path, timings: dict, info: dict) -> None:
     res = json.loads((work / "eval" / "results.json").read_text(encoding="utf-8"))
     lines, holds = key_ratios(res["results"])
@@ -356,7 +377,8 @@ def summarize(args: argparse.Namespace, work: Path, timings: dict, info: dict) -
     md = ["# Closed loop: zh_rgb, gemma-3-270m" if not args.quick else "# Closed loop (quick smoke run)", "",
           f"{first['answerable']} held-out answerable questions + {first['distractor']} distractor-only; "
           f"model `{args.model}`; k={args.k}, greedy, at most {args.max_new_tokens} new tokens; retrieval "
-          f"({ret['items']} answerable): {hits}.", "", *table(res["results"]), "", *lines, "",
+          f"({ret['items']} answerable): {hits}.", training_mix(info.get("from_kb", {})), "",
+          *table(res["results"]), "", declines(res["rows"]), "", *lines, "",
           "Stage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), "",
           "## Sample answers", "", *samples(res["rows"], 6), ""]
     (work / "closed_loop.md").write_text("\n".join(md), encoding="utf-8")

@@ -17,9 +17,10 @@ from assistant.backends.local import LocalBackend
 from assistant.errors import ConfigError, TrainingDataError
 from assistant.evaluation.metrics import contains_answer
 from assistant.from_kb.build import FromKBConfig, build_from_kb
-from assistant.from_kb.gold import Gold, cite, holds_answer, on_gold_page
+from assistant.from_kb.gold import Gold, as_digits, cite, holds_answer, mentions_answer, on_gold_page
 from assistant.from_kb.questions import GEN_SYSTEM_EN, GEN_SYSTEM_ZH, parse_pair
 from assistant.qa import QAItem, read_qa
+from index.records import Hit
 
 from fixtures_assistant import SpyBackend
 
@@ -121,6 +122,69 @@ def test_distractor_records_hold_no_answer_and_target_the_abstention(make, bot, 
     assert again.records == {"answer": 5, "distractor": 1}
 
 
+def test_distractors_search_deeper_and_report_the_questions_left_without_one(make, bot, build, monkeypatch) -> None:
+    # precondition: among the k best chunks for the warranty question one holds the answer
+    assert any(holds_answer(h, gold_of(WARRANTY)) for h in bot.kb.search(WARRANTY["question"], k=K))
+    report = build(make([WARRANTY], distractor_ratio=1.0, distractor_depth=1))
+    (record,) = [r for r in read_jsonl(report.out) if r["meta"]["kind"] == "distractor"]
+    assert report.found == {"doc/page": 1, "distractor searched deeper": 1} and not report.problems
+    hits = _hits(bot, record["meta"]["retrieved"])
+    assert len(hits) == K and not any(holds_answer(h, gold_of(WARRANTY)) for h in hits)  # k sources, like answers
+
+    monkeypatch.setattr("assistant.from_kb.build.holds_answer", lambda hit, gold: True)  # every chunk holds it
+    report = build(make([WARRANTY, TEA], distractor_ratio=1.0))
+    assert report.records == {"answer": 2} and report.found["distractor without sources"] == 2
+    assert [p.reason for p in report.problems] == ["distractor without sources"] * 2
+    assert "each of the 8 chunks retrieved" in report.problems[0].detail  # the whole knowledge base was searched
+    assert "2 problem(s)" in report.render() and report.as_dict()["found"]["distractor without sources"] == 2
+
+
+# (source text, reference, holds it in another form): the closed loop's 2月4日 case and others of its kind
+ANOTHER_FORM = [
+    ("开幕式于北京当地时间2月4日举行。", "2022年2月4日", True),  # a date without its year (closed loop, zh_rgb)
+    ("The Games open on Feb. 4th in Beijing.", "2022年2月4日", True),
+    ("Opening ceremony: 4 February 2022.", "February 4, 2022", True),
+    ("开幕日期：2022-02-04", "2月4日", True),
+    ("二〇二二年二月四日开幕", "2022年2月4日", True),
+    ("闭幕式于2月20日举行。", "2022年2月4日", False),  # another day
+    ("退货期限为三十天。", "30天", True),
+    ("Returns are accepted within thirty days.", "30天", True),
+    ("Returns are accepted within 30 days.", "三十天", True),
+    ("退货期限为三百天。", "30天", False),
+    ("全年国内生产总值1,210,207亿元。", "1210207亿元", True),  # thousand separators
+    ("参赛队伍共３２支。", "32支", True),  # full-width digits
+    ("规模达60500亿美元。", "6.05万亿美元", True),  # the same value, another scale word
+    ("a trade volume of 6.05 trillion dollars", "6.05万亿美元", True),
+    ("同比增长百分之六点四。", "6.4%", True),
+    ("同比增长6.9%。", "6.4%", False),
+    ("澳大利亚派出四十四名运动员。", "44", True),
+    ("中国派出176名运动员参赛。", "44", False),
+    ("两岸统一", "1", False),  # the 一 of a word is no number
+    ("Returns are accepted within thirty days.", "购买后三十天内可以退货", True),  # its quantity, in English
+    ("保修期为两年。", "购买后三十天内可以退货", False),
+    ("《长津湖》续集《水门桥》登顶首日票房。", "长津湖之水门桥", True),  # most of its words
+    ("长津湖战役纪念馆开馆。", "长津湖之水门桥", False),
+    ("Eiffel designed the tower that stands in Paris.", "The Eiffel Tower stands in Paris [2].", True),
+    ("Paris is the capital of France.", "The Eiffel Tower stands in Paris.", False),
+]
+
+
+@pytest.mark.parametrize(("text", "reference", "holds"), ANOTHER_FORM)
+def test_a_distractor_source_never_holds_the_answer_in_another_form(text: str, reference: str, holds: bool) -> None:
+    hit = Hit("c9", text, 1.0, "sha9", "doc9", "/d/doc9.txt", 1, 1, 0, len(text))
+    gold = Gold(QAItem("q?", (reference,), "qa.jsonl:1"))
+    assert mentions_answer(text, [reference]) is holds and holds_answer(hit, gold) is holds
+    if holds and reference in ("2022年2月4日", "30天", "6.05万亿美元", "长津湖之水门桥"):
+        assert not contains_answer(text, [reference])  # `assistant eval` scores with the unchanged exact rule
+
+
+def test_numbers_are_compared_as_digits() -> None:
+    assert as_digits("一千八百万日圆，十二月三十一日，第一，一百零五") == "18000000日圆、12月31日、第1、105"
+    assert as_digits("1，234、1,234") == "1、234、1234"  # a full-width comma separates clauses, not thousands
+    assert as_digits("两万亿、5千米、Forty-two") == "2000000000000、5千米、42"
+    assert not mentions_answer("anything", ["", " "]) and not mentions_answer("", ["30天"])
+
+
 def test_on_miss_inject_abstain_and_skip(make, bot, build) -> None:
     for row in (OFFICE, MONEY):  # precondition: retrieval at k misses the gold source
         assert not any(holds_answer(h, gold_of(row)) for h in bot.prompt(row["question"])[1])
@@ -156,6 +220,11 @@ def test_on_miss_inject_abstain_and_skip(make, bot, build) -> None:
 
     skip = build(make(rows[:3], on_miss="skip"))
     assert skip.found == {"doc/page": 1, "skipped": 2} and len(read_jsonl(skip.out)) == 1
+
+    # a distractor is the contrast to an answer record: a question without one gets none
+    assert build(make(rows[:3], on_miss="skip", distractor_ratio=1.0)).records == {"answer": 1, "distractor": 1}
+    abstain = build(make(rows[:3], on_miss="abstain", distractor_ratio=1.0))
+    assert [r["meta"]["found"] for r in read_jsonl(abstain.out)] == ["doc/page", "distractor", "abstain", "abstain"]
 
 
 def test_bad_input_lines_are_reported_and_the_rest_is_written(make, build) -> None:

@@ -26,8 +26,25 @@ answer (the honest reply to sources without the answer); ``skip`` drops the ques
 
 Distractor records (target: the exact abstention text of ``Assistant``) are added on top: a seeded
 ``distractor_ratio`` share of the answerable questions is asked again with ``distractor_depth``
-times k chunks retrieved, every chunk that holds the answer removed and the best k kept; questions
-marked ``"answerable": false`` become distractor records too.
+times k chunks retrieved (then the ``SEARCH_DEPTH`` best, when fewer than k are left), every chunk
+that holds the answer in any form removed (:func:`assistant.from_kb.gold.holds_answer`) and the best
+k kept; questions marked ``"answerable": false`` become distractor records too. A picked question
+whose every retrieved chunk holds the answer gets no distractor: it is counted in the report's
+``found`` ("distractor without sources") and listed as a problem; "distractor searched deeper"
+counts those that needed the deeper search.
+
+A distractor is the contrast to an answer record of the same question: a picked question whose
+answer record was not written (skipped, not in the knowledge base, ``--on-miss abstain``) gets none,
+so distractor records stay a ``distractor_ratio`` share of the answer records (at most 1/6 of all
+records by default), on top of the declines the Q&A file asks for (``"answerable": false``), which
+are the user's data and never dropped. No tighter cap, decided on the closed loop
+(``bench/closed_loop.py``, 84 zh_rgb training questions; README "Closed loop"): trained on 12
+distractor records of 96 (12.5 %), the adapter declined 8 of 50 answerable held-out questions
+(16 %) but only 1 of 15 off-topic ones: its declines did not follow the sources, which fewer
+distractors cannot fix. What the records taught wrongly was their content: a distractor prompt
+still holding the answer ("2月4日" for "2022年2月4日"), 3 of 12 distractor prompts with 1-2 sources
+instead of k, and 5 of the 17 picked questions left without a distractor. With the strict rule and
+the deeper search all 17 are built, each with k sources (17 of 101 records).
 
 >>> cfg = FromKBConfig(qa=("qa.jsonl",), out="train.jsonl", kb="kb", k=3)     # validated here
 >>> report = build_from_kb(cfg, progress=True)                               # doctest: +SKIP
@@ -45,7 +62,7 @@ from typing import Any, Iterator, Sequence
 from assistant.answer import Assistant, abstain_message
 from assistant.errors import PromptTooLong, TrainingDataError
 from assistant.from_kb.config import FromKBConfig
-from assistant.from_kb.gold import Gold, cite, gold_chunk, holds_answer, locate
+from assistant.from_kb.gold import SEARCH_DEPTH, Gold, cite, gold_chunk, holds_answer, locate
 from assistant.qa import read_qa
 from common.files import atomic_write_jsonl
 from finetune.records import Problem
@@ -53,6 +70,7 @@ from finetune.records import Problem
 ANSWER, DISTRACTOR = "answer", "distractor"  # record kinds
 INJECTED, ABSTAIN, SKIPPED = "injected", "abstain", "skipped"  # what happened to a miss
 NOT_IN_KB, NO_FIT, NO_SOURCES = "gold not in kb", "gold does not fit", "distractor without sources"
+DEEPER = "distractor searched deeper"  # fewer than k sources without the answer in the first distractor_depth x k
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class _Builder:
         out = []
         try:
             out.append(self._answer(gold) if gold.item.answerable else self._unanswerable(gold))
-            if distractor:
+            if distractor and out[0] is not None and out[0]["meta"]["kind"] == ANSWER:  # the contrast to an answer
                 out.append(self._distractor(gold))
         except PromptTooLong as err:
             self._problem(gold, "prompt too long", f"{err}; the question is skipped")
@@ -153,13 +171,35 @@ class _Builder:
         return _record(gold, messages, sources, abstain_message(gold.question), DISTRACTOR, "unanswerable", None)
 
     def _distractor(self, gold: Gold) -> dict | None:
-        hits = self.bot.kb.search(gold.question, k=self.cfg.k * self.cfg.distractor_depth, mode=self.cfg.mode)
-        kept = [h for h in hits if not holds_answer(h, gold)][:self.cfg.k]
+        kept, searched = self._distractor_sources(gold)
         if not kept:
             self.found[NO_SOURCES] += 1
+            self._problem(gold, NO_SOURCES, f"each of the {searched} chunks retrieved for the question holds the "
+                          "answer in some form (assistant.from_kb.gold.holds_answer); no distractor record for it")
             return None
         messages, sources = self.bot.prompt_from_hits(gold.question, kept)
         return _record(gold, messages, sources, abstain_message(gold.question), DISTRACTOR, DISTRACTOR, None)
+
+    def _distractor_sources(self, gold: Gold) -> tuple[list, int]:
+        """(the best k retrieved chunks that do not hold the answer, how many chunks were searched).
+
+        Searched first among ``distractor_depth`` x k chunks, then, when fewer than k are left,
+        among the ``SEARCH_DEPTH`` best (a topic the knowledge base covers in many chunks that all
+        hold the answer): a distractor prompt has k sources like an answer prompt, so the number
+        of sources never tells the model to decline.
+        """
+        k, first = self.cfg.k, self.cfg.k * self.cfg.distractor_depth
+        kept: list = []
+        searched = 0
+        for again, depth in enumerate(sorted({first, max(first, SEARCH_DEPTH)})):
+            if again:
+                self.found[DEEPER] += 1
+            hits = self.bot.kb.search(gold.question, k=depth, mode=self.cfg.mode)
+            searched, have = len(hits), {h.chunk_id for h in kept}
+            kept += [h for h in hits if h.chunk_id not in have and not holds_answer(h, gold)][:k - len(kept)]
+            if len(kept) == k or len(hits) < depth:  # enough, or the whole knowledge base was searched
+                break
+        return kept, searched
 
     def _problem(self, gold: Gold, reason: str, message: str) -> None:
         self.problems.append(Problem(gold.item.source, reason, f"{gold.item.source}: {message}"))

@@ -58,7 +58,8 @@ class FromKBConfig:
     context_tokens: int | None = _as_assistant("context_tokens", "context length in tokens (none: the model's)")
     distractor_ratio: float = field(default=0.2, metadata={
         "help": "distractor-only records per answerable question, added on top (0-1)"})
-    distractor_depth: int = field(default=3, metadata={"help": "distractor retrieval depth, in multiples of k"})
+    distractor_depth: int = field(default=3, metadata={
+        "help": "distractor retrieval depth, in multiples of k (then 100 chunks when fewer than k lack the answer)"})
     on_miss: str = field(default="inject", metadata={
         "help": "no retrieved source holds the answer: inject (the gold chunk replaces the lowest-ranked "
                 "source) | abstain | skip"})

@@ -12,10 +12,11 @@ from chunks by :mod:`assistant.from_kb.questions`):
   with BM25 ranks) that are not gold. False negatives (chunks that answer the question too) are kept
   out three ways: (1) no chunk that is gold for any record of the same question, or that
   :func:`~assistant.from_kb.gold.holds_answer` says holds its answer (gold chunk, gold doc/page, a
-  reference in its text); (2) no chunk whose cosine to the question exceeds 95 % of the gold
-  chunk's ("TopK-PercPos" of Moreira et al. 2024, *NV-Retriever: Improving text embedding models
-  with effective hard-negative mining*, which removed most false negatives at that margin); (3)
-  with too few candidates left, a seeded random chunk fills in (never the gold itself).
+  reference in its text, also in another form: a date without its year, a number in other
+  digits); (2) no chunk whose cosine to the question exceeds 95 % of the gold chunk's
+  ("TopK-PercPos" of Moreira et al. 2024, *NV-Retriever: Improving text embedding models with
+  effective hard-negative mining*, which removed most false negatives at that margin); (3) with too
+  few candidates left, a seeded random chunk fills in (never the gold itself).
 * **Held-out split** — by question, seeded (``val_ratio``): no question is in both parts.
 
 >>> split_questions(["q1", "q2", "q3", "q4", "q5"], 0.2, seed=0)
