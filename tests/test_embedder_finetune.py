@@ -90,6 +90,9 @@ def test_pairs_and_hard_negatives_come_from_the_knowledge_base_as_documented(tmp
     assert len(tea) in (0, 2) and len({p.query_id for p in tea}) <= 1
     for relevant in pairs.val.relevant.values():
         assert all(c in {h.chunk_id for h in by_text.values()} for c in relevant)
+    capped = build_pairs(kb, golds, hard_negatives=1, depth=12, val_ratio=0.25, val_corpus=5, seed=0).val
+    gold_ids = {c for rel in capped.relevant.values() for c in rel}
+    assert len(capped.corpus) == 5 and gold_ids <= set(capped.corpus)  # the cap holds; gold always in
     kb.close()
 
 

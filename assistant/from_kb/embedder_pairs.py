@@ -156,7 +156,8 @@ def build_pairs(kb: Any, golds: Sequence[Gold], *, hard_negatives: int, depth: i
 
 def validation_set(kb: Any, groups: Sequence[Sequence[Located]], size: int, rng: random.Random) -> ValidationSet:
     """Held-out questions ranked among the whole knowledge base when it has <= ``size`` chunks, else among
-    their gold chunks, their search candidates and a seeded sample of the rest up to ``size`` chunks."""
+    their gold chunks, then their search candidates rank by rank, then a seeded sample, up to ``size`` chunks
+    (more only when the gold chunks alone exceed it)."""
     queries = {f"v{i}": group[0].gold.question for i, group in enumerate(groups)}
     relevant = {f"v{i}": frozenset(loc.chunk.chunk_id for loc in group) for i, group in enumerate(groups)}
     ids = kb.store.chunk_ids().tolist()
@@ -164,7 +165,11 @@ def validation_set(kb: Any, groups: Sequence[Sequence[Located]], size: int, rng:
         corpus = {h.chunk_id: h.text for h in kb.store.hits([(i, 0.0) for i in ids])}
     else:
         corpus = {loc.chunk.chunk_id: loc.chunk.text for group in groups for loc in group}
-        for hit in (h for group in groups for h in group[0].candidates):
+        by_rank = (g[0].candidates[r] for r in range(max(len(g[0].candidates) for g in groups)) for g in groups
+                   if r < len(g[0].candidates))  # every question's rank 1, then rank 2, ...: the hardest first
+        for hit in by_rank:
+            if len(corpus) >= size:
+                break
             corpus.setdefault(hit.chunk_id, hit.text)
         sample = rng.sample(ids, min(len(ids), size))  # enough: at most len(corpus) of them are in already
         for hit in kb.store.hits([(i, 0.0) for i in sample]):
