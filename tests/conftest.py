@@ -101,16 +101,21 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     log = open(data.parent / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
+    from pymilvus import MilvusClient
+
+    # Ready when a real call answers: the port accepts connections before the server serves (a fresh
+    # clone's first test, on a busy machine, failed to connect within pymilvus's 10 s).
+    deadline = time.monotonic() + 120
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=10).list_collections()
             break
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - OSError before it listens, MilvusException before it serves
             if proc.poll() is not None or time.monotonic() > deadline:
                 log_text = (data.parent / "server.log").read_text()
                 raise RuntimeError(f"milvus-lite server did not start: {log_text}") from err
-            time.sleep(0.2)
+            time.sleep(0.5)
     yield f"milvus://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
