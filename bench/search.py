@@ -49,6 +49,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from embcache import CachedEmbedder as DiskCachedEmbedder  # noqa: E402  (bench/, the script's folder)
+
 from common.cjk import count_han, has_han, is_han  # noqa: E402
 from index.embedder import SentenceTransformerEmbedder  # noqa: E402  (light: no torch at import)
 
@@ -336,28 +338,22 @@ def add_one(path: Path, emb: BenchEmbedder, repeat: int) -> None:
               f"(CPU {fc:6.2f} s); ratio {w / fw:.3f} wall, {c / fc:.3f} CPU")
 
 
-class CachedEmbedder:
-    """Wraps the real embedder: passages embedded once, then served from memory, so adding the same
-    documents to a second backend times the store, not the model (the embedding time is printed apart)."""
+class PassageCache(DiskCachedEmbedder):
+    """Passages from the benchmarks' disk cache (bench/embcache.py: embedded once, across runs; the time
+    spent embedding is counted apart), queries embedded live, so adding the same documents to a second
+    backend times the store, not the model."""
 
-    def __init__(self, inner: object) -> None:
-        self.inner, self.cache, self.embed_s = inner, {}, 0.0
-        for attr in ("name", "fingerprint", "dim", "max_tokens"):
-            setattr(self, attr, getattr(inner, attr))
+    embed_s = 0.0
 
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
+    def encode_passages(self, texts: Sequence[str], **kw: object) -> np.ndarray:
+        start, before = time.perf_counter(), self.computed
+        vecs = super().encode_passages(texts, **kw)
+        if self.computed > before:
+            self.embed_s += time.perf_counter() - start
+        return vecs
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.encode_queries(texts)
-
-    def encode_passages(self, texts: Sequence[str], **kw: object) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if todo:
-            start = time.perf_counter()
-            self.cache.update(zip(todo, self.inner.encode_passages(todo)))
-            self.embed_s += time.perf_counter() - start
-        return np.stack([self.cache[t] for t in texts])
 
 
 def milvus_side_by_side(uri: str, n_docs: int, n_queries: int, repeat: int) -> None:
@@ -373,7 +369,7 @@ def milvus_side_by_side(uri: str, n_docs: int, n_queries: int, repeat: int) -> N
     docs = [Document(path=Path(f"scifact/{d}.txt"), sha256=hashlib.sha256(d.encode()).hexdigest(), title=d,
                      kind="text", pages=(Page(1, doc_text(*v)),))
             for d, v in beir.corpus.items()]
-    emb = CachedEmbedder(load_embedder("multilingual-e5-small"))
+    emb = PassageCache(load_embedder("multilingual-e5-small"))
     queries = list(beir.queries.values())
     hits: dict[str, dict] = {}
     for name, where in (("folder", Path(tempfile.mkdtemp(prefix="bench-folder-")) / "kb"), ("milvus", uri)):

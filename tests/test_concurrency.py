@@ -224,15 +224,21 @@ class Meanwhile(HashEmbedder):
         return super().encode_passages(texts, **kw)
 
 
+def write_docs(tmp_path: Path, **texts: str) -> Path:
+    """``tmp_path/docs`` holding ``name.txt`` with each text."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in texts.items():
+        (docs / f"{name}.txt").write_text(text)
+    return docs
+
+
 def other_writer(kb_dir: Path) -> KnowledgeBase:
     return KnowledgeBase.open(kb_dir, embedder=HashEmbedder(dim=64))
 
 
 def test_bytes_another_writer_stored_meanwhile_are_linked_not_stored_again(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(TOPICS[0])
-    (docs / "b.txt").write_text(TOPICS[0])
+    docs = write_docs(tmp_path, a=TOPICS[0], b=TOPICS[0])
     with other_writer(tmp_path / "kb") as other:
         emb = Meanwhile(lambda: other.add([docs / "b.txt"]))
         with KnowledgeBase.open(tmp_path / "kb", embedder=emb) as kb:
@@ -243,11 +249,7 @@ def test_bytes_another_writer_stored_meanwhile_are_linked_not_stored_again(tmp_p
 
 
 def test_a_link_to_bytes_another_writer_removed_meanwhile_fails_saying_so(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(TOPICS[0])
-    (docs / "copy.txt").write_text(TOPICS[0])
-    (docs / "new.txt").write_text(TOPICS[1])
+    docs = write_docs(tmp_path, a=TOPICS[0], copy=TOPICS[0], new=TOPICS[1])
     with other_writer(tmp_path / "kb") as other:
         other.add([docs / "a.txt"])
         emb = Meanwhile(lambda: other.remove("a.txt"))
@@ -260,9 +262,7 @@ def test_a_link_to_bytes_another_writer_removed_meanwhile_fails_saying_so(tmp_pa
 
 
 def test_sync_keeps_a_path_another_writer_added_to_the_folder_meanwhile(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "old.txt").write_text(TOPICS[0])
+    docs = write_docs(tmp_path, old=TOPICS[0])
     late = docs / "late.txt"
 
     def add_late() -> None:
@@ -306,10 +306,7 @@ def test_no_embedding_under_the_lock_and_no_lock_taken_twice(tmp_path: Path, mon
 
     monkeypatch.setattr(index.lock.WriteLock, "acquire", counted_acquire)
     monkeypatch.setattr(index.lock.WriteLock, "release", counted_release)
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i, topic in enumerate(TOPICS):
-        (docs / f"d{i}.txt").write_text(topic)
+    docs = write_docs(tmp_path, **{f"d{i}": topic for i, topic in enumerate(TOPICS)})
     with KnowledgeBase.open(tmp_path / "kb", embedder=Watching(dim=64)) as kb:
         report = kb.add([docs])
         assert report.count("added") == len(TOPICS)
@@ -326,10 +323,7 @@ def test_no_embedding_under_the_lock_and_no_lock_taken_twice(tmp_path: Path, mon
 
 
 def test_a_store_reindexed_by_another_process_is_refused_before_writing(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(TOPICS[0])
-    (docs / "b.txt").write_text(TOPICS[1])
+    docs = write_docs(tmp_path, a=TOPICS[0], b=TOPICS[1])
     with other_writer(tmp_path / "kb") as other:
         other.add([docs / "a.txt"])
     script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom index.embedder import HashEmbedder\n"
