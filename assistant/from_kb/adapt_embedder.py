@@ -96,8 +96,7 @@ def _open(config: EmbedderConfig) -> tuple[Any, Any]:
     if config.generate_questions:
         from assistant.answer import Assistant
 
-        gen = config.generation_config(config.out / "generated.jsonl")
-        bot = Assistant(config=gen.assistant_config())
+        bot = Assistant(config=config.generation_config().assistant_config())
         return bot.kb, bot
     from index.kb import KnowledgeBase
 
@@ -114,8 +113,8 @@ def _golds(config: EmbedderConfig, kb: Any, bot: Any, generator: Any,
     if config.generate_questions:
         from assistant.from_kb.questions import generate_golds
 
-        more, gen_problems, generated = generate_golds(config.generation_config(config.out / "generated.jsonl"),
-                                                      bot, generator, progress=progress)
+        more, gen_problems, generated = generate_golds(config.generation_config(), bot, generator,
+                                                      progress=progress)
         golds += more
         problems += gen_problems
     return golds, problems, generated

@@ -74,11 +74,12 @@ class EmbedderConfig:
             hard_negatives=self.hard_negatives, seed=self.seed, patience=self.patience,
             max_seq_length=self.max_seq_length, train_embeddings=self.train_embeddings, device=self.device)
 
-    def generation_config(self, out: Path) -> FromKBConfig:
-        """The ``from-kb`` settings that generate the questions (the one generator: assistant.from_kb.questions)."""
-        return FromKBConfig(out=out, kb=self.kb, model=self.model, generate_questions=self.generate_questions,
-                            generator_model=self.generator_model, endpoint=self.endpoint, seed=self.seed,
-                            device=self.device)
+    def generation_config(self) -> FromKBConfig:
+        """The ``from-kb`` settings that generate the questions (the one generator: assistant.from_kb.questions);
+        its ``out`` is never written (question generation writes only ``qa_out``, not set here)."""
+        return FromKBConfig(out=self.out / "generated.jsonl", kb=self.kb, model=self.model,
+                            generate_questions=self.generate_questions, generator_model=self.generator_model,
+                            endpoint=self.endpoint, seed=self.seed, device=self.device)
 
 
 def _int_at_least(value: object, low: int) -> bool:
