@@ -46,14 +46,13 @@ class KnowledgeBase:
         """``embedder``: an ``index.embedder.Embedder``, or None for the one the store records, loaded
         (and its fingerprint checked) on first use: a bm25 search never loads it."""
         self.config = config
-        self.path = Path(config.kb)
         self.store = store
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.dim = int(store.meta().get("dim") or embedder.dim)  # type: ignore[union-attr]
         self.remote = hasattr(store, "loc")  # a Milvus store (index.milvus_store): Milvus indexes the vectors
-        self.path = Path(str(store.loc)) if self.remote else self.path  # type: ignore[attr-defined]
-        self._cache = _cache_for(self.path, store, self.dim)  # shared by threads (UI: searches)
+        self.path = Path(str(store.loc)) if self.remote else Path(config.kb)  # type: ignore[attr-defined]
+        self._cache = _cache_for(self.path, store, self.dim, self.remote)  # shared by threads (UI: searches)
         self._reranker = None
 
     # -- opening ----------------------------------------------------------------------
@@ -324,8 +323,9 @@ def _open_store(path: Path) -> tuple[object, bool]:
     return Store(store_path(path)), created
 
 
-def _cache_for(path: Path, store: object, dim: int) -> object:
-    if hasattr(store, "loc"):
+def _cache_for(path: Path, store: object, dim: int, remote: bool) -> object:
+    """The derived indexes: Milvus's own for a Milvus store, else the folder's FAISS + BM25 files."""
+    if remote:
         from index.milvus_search import MilvusCache
 
         return MilvusCache(store)  # type: ignore[arg-type]
