@@ -17,8 +17,8 @@ How the knowledge bases are made (fast, reproducible):
 - Queries: spans cut from random stored chunks, wrapped in zh/en question templates.
 
 The knowledge bases are built through ``KnowledgeBase.add_documents`` (the real pipeline:
-chunking, BM25 tokenising, SQLite, FAISS/BM25 build); jieba dominates the build (~30 min for
-100k chunks on 2 busy cores), so ``--kb-dir DIR`` keeps them for the next run (~1.3 GB).
+chunking, BM25 tokenising, SQLite, FAISS/BM25 build); jieba dominates the build (270 s for
+100k chunks on the 2 idle cores here, ~30 min on busy ones), so ``--kb-dir DIR`` keeps them for the next run (~1.3 GB).
 Run niced:  nice -n 10 .venv/bin/python bench/search.py [--quick] [--kb-dir /tmp/bench-kbs]
 
 Now against before, interleaved query by query in the same run: ``new`` is the query path
