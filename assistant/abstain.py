@@ -140,8 +140,11 @@ def save_calibration(path: Path, embedder_name: str, models: Mapping[str, Langua
 def load_calibration(embedder_name: str) -> dict[str, LanguageModel] | None:
     """The per-language models fitted for ``embedder_name``; None without a (valid) calibration file."""
     path = find_calibration(embedder_name) if embedder_name else None
-    if path is None:
-        return None
+    return None if path is None else read_calibration(path)
+
+
+def read_calibration(path: Path) -> dict[str, LanguageModel] | None:
+    """The per-language models in the calibration file ``path``; None when it was fitted with other probes."""
     body = json.loads(path.read_text(encoding="utf-8"))
     if body.get("probes_sha") != probes_sha():  # probes changed since the fit: the margins mean something else
         return None

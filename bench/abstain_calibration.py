@@ -18,6 +18,9 @@ logistic regression is fitted on the fit part, its threshold the highest that de
 < 0.82) and the new one: the share of off-topic questions declined and of answerable ones declined.
 
     nice -n 5 .venv/bin/python bench/abstain_calibration.py [--queries 150 --distractors 600]
+    # does the shipped calibration still hold on another backend's vectors?
+    nice -n 5 .venv/bin/python bench/abstain_calibration.py --embedder-backend onnx --dry-run \
+        --check assistant/abstain_multilingual-e5-small.json
 
 To calibrate another embedder: ``--embedder NAME`` (writes assistant/abstain_<NAME>.json).
 """
@@ -105,9 +108,11 @@ def open_kbs(args: argparse.Namespace, emb: object) -> dict[str, tuple[object, l
     """name -> (knowledge base, its answerable questions); built once into the cache folder."""
     from index.beir import load_beir, subset, to_documents
     from index.e5_offline import cache_root
+    from index.embedder import backend_of
     from index.kb import KnowledgeBase
 
-    root = cache_root() / "abstain-kbs" / f"{Path(emb.name).name}-{args.queries}-{args.distractors}"
+    backend = backend_of(emb.fingerprint())  # vectors differ by backend: one cached set of KBs each
+    root = cache_root() / "abstain-kbs" / f"{Path(emb.name).name}-{backend}-{args.queries}-{args.distractors}"
     out = {}
     for name in SETS:
         data = subset(load_beir(DATA / name), args.queries, args.distractors, seed=0)
@@ -210,6 +215,11 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=150, help="questions per BEIR set")
     ap.add_argument("--distractors", type=int, default=600, help="extra passages per BEIR set")
     ap.add_argument("--embedder", default="multilingual-e5-small")
+    ap.add_argument("--embedder-backend", default="auto", choices=("auto", "onnx", "torch"),
+                    help="auto: the product's default (ONNX int8 on CPU for the built-in e5)")
+    ap.add_argument("--check", type=Path, default=None,
+                    help="also score this calibration file (e.g. the shipped assistant/abstain_<embedder>.json) "
+                         "on the same questions, next to the refit")
     ap.add_argument("--max-false", type=float, default=0.03, help="answerable share declined on the fit part")
     ap.add_argument("--balance", action="store_true", help="weigh every (knowledge base, answerable) group alike")
     ap.add_argument("--seed", type=int, default=0, help="of the fit / held-out split")
@@ -226,7 +236,8 @@ def main() -> int:
     from index.embedder import load_embedder
 
     start = time.perf_counter()
-    emb = CachedEmbedder(load_embedder(args.embedder))
+    emb = CachedEmbedder(load_embedder(args.embedder, args.embedder_backend))
+    print(f"embedder {emb.name}, fingerprint {emb.fingerprint()}")
     rows = collect(open_kbs(args, emb))
     print(f"{len(rows)} (knowledge base, question) pairs in {time.perf_counter() - start:.0f} s")
     fit_rows = [r for r in rows if not held_out(r["question"], args.seed)]
@@ -236,6 +247,14 @@ def main() -> int:
         print(f"{lang}: weights (cosine, margin, coverage) {m.weights}, bias {m.bias}, threshold {m.threshold}")
     table(fit_rows, models, f"FIT part ({len(fit_rows)} pairs)")
     table(test_rows, models, f"HELD-OUT part ({len(test_rows)} pairs, never fitted on)")
+    if args.check:
+        from assistant.abstain import read_calibration
+
+        checked = read_calibration(args.check)
+        if checked is None:
+            print(f"\n{args.check}: fitted with other probes; not scored")
+        else:
+            table(test_rows, checked, f"HELD-OUT part, {args.check} as it is")
     if not args.dry_run:
         path = calibration_path(emb.name, args.out or user_calibration_dir())
         path.parent.mkdir(parents=True, exist_ok=True)
