@@ -144,13 +144,14 @@ def test_a_tiny_model_learns_its_pairs_and_the_output_reloads(tmp_path, tiny_st)
                           for n, q in QUESTIONS.items()), encoding="utf-8")
     result = CliRunner().invoke(app, ["embedder", "--qa", str(qa), "--kb", str(tmp_path / "kb"), "--out",
                                       str(tmp_path / "adapted"), "--epochs", "5", "--batch-size", "4",
-                                      "--learning-rate", "1e-2", "--patience", "5", "--train-embeddings",
+                                      "--mini-batch-size", "2", "--learning-rate", "1e-2", "--patience", "5", "--train-embeddings",
                                       "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     card = read_run_card(tmp_path / "adapted")
     assert card["data"]["pairs"] == report["pairs"] and card["heldout_before"] == report["before"]
     assert card["base"] == str(tiny_st) and card["qa_files"][0]["sha256"]
+    assert card["settings"]["mini_batch_size"] == 2  # GradCache in slices of 2 texts (batch 4)
     assert (tmp_path / "adapted" / RUN_CARD).is_file()
     train_questions, _ = split_questions(list(QUESTIONS.values()), 0.2, seed=0)  # the run's split (defaults)
     train_names = [n for n, q in QUESTIONS.items() if q in train_questions]
