@@ -144,8 +144,8 @@ def test_a_tiny_model_learns_its_pairs_and_the_output_reloads(tmp_path, tiny_st)
                           for n, q in QUESTIONS.items()), encoding="utf-8")
     result = CliRunner().invoke(app, ["embedder", "--qa", str(qa), "--kb", str(tmp_path / "kb"), "--out",
                                       str(tmp_path / "adapted"), "--epochs", "5", "--batch-size", "4",
-                                      "--mini-batch-size", "2", "--learning-rate", "1e-2", "--patience", "5", "--train-embeddings",
-                                      "--device", "cpu", "--json"])
+                                      "--mini-batch-size", "2", "--learning-rate", "1e-2", "--patience", "5",
+                                      "--train-embeddings", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     card = read_run_card(tmp_path / "adapted")
