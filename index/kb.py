@@ -20,29 +20,31 @@ import os
 import shutil
 import threading
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from index import derived
-from index.config import DEFAULT_EMBEDDER, MODES, IndexConfig
-from index.errors import BadQuery, EmbedderMismatch, SchemaMismatch
+from index.config import MODES, IndexConfig
+from index.errors import BadQuery
+from index.kb_settings import Recorded, check_meta, meta_for, resolve_embedder
 from index.lock import WriteLock
 from index.naming import find_target
 from index.pipeline import Sink, add_files, add_loaded, sync_folder
 from index.records import Hit, Removal
 from index.report import AddReport
-from index.schema import SCHEMA_VERSION
 from index.store import DocInfo, Store, store_path
+from index.store_protocol import KBStore
 from ingest.chunk import MAX_TOKENS, OVERLAP
 
 CANDIDATES = 100  # chunks each retriever contributes before fusion (or k, when larger)
 
 
 class KnowledgeBase:
-    """Documents, chunks, a FAISS index and a BM25 index in one folder (see ``index.store``)."""
+    """Documents, chunks, a FAISS index and a BM25 index in one folder (see ``index.store``), or the
+    same in Milvus collections (``index.milvus_store``): ``store`` is either (:class:`KBStore`)."""
 
-    def __init__(self, config: IndexConfig, store: Store, embedder: object | None) -> None:
+    def __init__(self, config: IndexConfig, store: KBStore, embedder: object | None) -> None:
         """``embedder``: an ``index.embedder.Embedder``, or None for the one the store records, loaded
         (and its fingerprint checked) on first use: a bm25 search never loads it."""
         self.config = config
@@ -50,8 +52,8 @@ class KnowledgeBase:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.dim = int(store.meta().get("dim") or embedder.dim)  # type: ignore[union-attr]
-        self.remote = hasattr(store, "loc")  # a Milvus store (index.milvus_store): Milvus indexes the vectors
-        self.path = Path(str(store.loc)) if self.remote else Path(config.kb)  # type: ignore[attr-defined]
+        self.remote = store.remote  # a Milvus store (index.milvus_store): Milvus indexes the vectors
+        self.path = store.path if self.remote else Path(config.kb)  # Milvus: its location, as a Path
         self._cache = _cache_for(self.path, store, self.dim, self.remote)  # shared by threads (UI: searches)
         self._reranker = None
 
@@ -75,7 +77,7 @@ class KnowledgeBase:
         if (meta and embedder is None and config.embedder is None and config.max_tokens is None
                 and config.embedder_backend == "auto"):
             return cls._as_built(config, store, meta)
-        emb = _resolve_embedder(embedder if embedder is not None else config.embedder, meta, config.embedder_backend)
+        emb = resolve_embedder(embedder if embedder is not None else config.embedder, meta, config.embedder_backend)
         # Chunk settings not given: the recorded ones (or a new KB's: new_kb_chunking).
         if config.max_tokens and config.max_tokens > emb.max_tokens:
             raise ValueError(f"max_tokens={config.max_tokens} exceeds what {emb.name} reads "
@@ -83,20 +85,20 @@ class KnowledgeBase:
         max_tokens = config.max_tokens or int(meta.get("max_tokens", new_kb_chunking(emb)[0]))
         overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=max_tokens, overlap=overlap)
-        _check_meta(path, meta, emb, config)
-        if created and hasattr(store, "create"):  # a new Milvus knowledge base: its collections need the dim
-            store.create(emb.dim)  # type: ignore[attr-defined]
+        check_meta(path, meta, emb, config)
+        if created:  # a new Milvus knowledge base: its collections need the dim (the folder store: nothing to do)
+            store.create(emb.dim)
         kb = cls(config, store, emb)
         if created:  # this call made the store: it records its settings (`assistant ui`'s empty KB)
             kb._record_settings()
         return kb  # an existing store without settings (a first add killed early) gets them at its first write
 
     @classmethod
-    def _as_built(cls, config: IndexConfig, store: Store, meta: dict[str, str]) -> "KnowledgeBase":
+    def _as_built(cls, config: IndexConfig, store: KBStore, meta: dict[str, str]) -> "KnowledgeBase":
         """An existing knowledge base opened with its recorded embedder, which loads on first use."""
         overlap = config.overlap if config.overlap is not None else int(meta.get("overlap", OVERLAP))
         config = replace(config, max_tokens=int(meta.get("max_tokens", MAX_TOKENS)), overlap=overlap)
-        _check_meta(Path(config.kb), meta, _Recorded.of(meta), config)  # schema, chunking; the embedder on load
+        check_meta(Path(config.kb), meta, Recorded.of(meta), config)  # schema, chunking; the embedder on load
         return cls(config, store, None)
 
     @property
@@ -107,8 +109,8 @@ class KnowledgeBase:
             with self._embedder_lock:
                 if self._embedder is None:
                     meta = self.store.meta()
-                    emb = _resolve_embedder(None, meta, self.config.embedder_backend)
-                    _check_meta(self.path, meta, emb, self.config)
+                    emb = resolve_embedder(None, meta, self.config.embedder_backend)
+                    check_meta(self.path, meta, emb, self.config)
                     self._embedder = emb
         return self._embedder
 
@@ -123,9 +125,9 @@ class KnowledgeBase:
         store another writer initialised meanwhile is checked against this one's settings instead."""
         meta = self.store.meta()
         if meta:
-            _check_meta(self.path, meta, self.embedder, self.config)
+            check_meta(self.path, meta, self.embedder, self.config)
         else:
-            self.store.set_meta(_meta_for(self.embedder, self.config) | {"generation": "0"})
+            self.store.set_meta(meta_for(self.embedder, self.config) | {"generation": "0"})
 
     def close(self) -> None:
         self.store.close()
@@ -249,6 +251,14 @@ class KnowledgeBase:
     def documents(self) -> list[DocInfo]:
         return self.store.documents()
 
+    def collect_orphans(self) -> int | None:
+        """Delete the chunks and pages of documents without a row: those of writers killed before their
+        commit on a backend without transactions (Milvus: :meth:`index.milvus_store.MilvusStore.collect_orphans`;
+        searches never show them). Returns how many documents' were deleted, or None when the backend
+        cannot leave any (a folder: each document is written in one transaction). No writer may run meanwhile:
+        a document being added would lose its chunks."""
+        return self.store.collect_orphans()
+
     # -- searching --------------------------------------------------------------------
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``query``: ``hybrid`` (default), ``dense`` or ``bm25``."""
@@ -308,7 +318,7 @@ class KnowledgeBase:
         self._cache.refresh()
 
 
-def _open_store(path: Path) -> tuple[object, bool]:
+def _open_store(path: Path) -> tuple[KBStore, bool]:
     """The store at ``path`` (a folder, or a Milvus location: :mod:`index.milvus_uri`) and whether
     this call makes it (a new Milvus knowledge base's collections are created once its dim is known)."""
     from index.milvus_uri import parse_kb_location
@@ -323,7 +333,7 @@ def _open_store(path: Path) -> tuple[object, bool]:
     return Store(store_path(path)), created
 
 
-def _cache_for(path: Path, store: object, dim: int, remote: bool) -> object:
+def _cache_for(path: Path, store: KBStore, dim: int, remote: bool) -> object:
     """The derived indexes: Milvus's own for a Milvus store, else the folder's FAISS + BM25 files."""
     if remote:
         from index.milvus_search import MilvusCache
@@ -349,63 +359,3 @@ def _fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]]) -> li
 
     fused = fuse([(str(i), s) for i, s in dense], [(str(i), s) for i, s in sparse])
     return [(int(i), s) for i, s in fused]
-
-
-def _resolve_embedder(wanted: object | str | None, meta: dict[str, str], backend: str = "auto") -> object:
-    """``wanted`` (an Embedder, a name, or None: the recorded one, else the default) on ``backend``;
-    ``auto`` for the embedder the store records is the backend it was built with (its fingerprint says)."""
-    from index.embedder import backend_of, load_embedder, resolve_backend
-
-    if wanted is not None and not isinstance(wanted, str):
-        return wanted
-    recorded = meta.get("embedder_name")
-    name = wanted or recorded or DEFAULT_EMBEDDER
-    if backend == "auto" and name == recorded:
-        built = backend_of(meta.get("embedder_fingerprint", ""))
-        backend = "auto" if built == resolve_backend(name) else built
-    return load_embedder(name) if backend == "auto" else load_embedder(name, backend)
-
-
-@dataclass(frozen=True)
-class _Recorded:
-    """The embedder a store records, standing in for it in :func:`_check_meta` until it is loaded."""
-
-    name: str
-    fingerprint: str
-    dim: int
-
-    @classmethod
-    def of(cls, meta: dict[str, str]) -> "_Recorded":
-        return cls(meta.get("embedder_name", ""), meta.get("embedder_fingerprint", ""), int(meta.get("dim", 0)))
-
-
-def _meta_for(emb: object, config: IndexConfig) -> dict[str, str]:
-    return {"schema_version": str(SCHEMA_VERSION), "embedder_name": emb.name,
-            "embedder_fingerprint": emb.fingerprint, "dim": str(emb.dim),
-            "max_tokens": str(config.max_tokens), "overlap": str(config.overlap)}
-
-
-def _check_meta(path: Path, meta: dict[str, str], emb: object, config: IndexConfig) -> None:
-    """Refuse to mix embedders or chunk settings in one knowledge base."""
-    if not meta:
-        return
-    if meta.get("schema_version") != str(SCHEMA_VERSION):
-        raise SchemaMismatch(
-            f"{path} has schema version {meta.get('schema_version')}, this tool writes "
-            f"{SCHEMA_VERSION}; re-create it with `ingest add` into a new --kb folder")
-    want = _meta_for(emb, config)
-    diffs = [f"{key}: built with {meta.get(key)!r}, asked for {want[key]!r}"
-             for key in ("embedder_name", "embedder_fingerprint", "max_tokens", "overlap")
-             if meta.get(key) != want[key]]
-    if diffs:
-        from index.embedder import backend_of
-
-        built, asked = backend_of(meta.get("embedder_fingerprint", "")), backend_of(want["embedder_fingerprint"])
-        backends = (f" It was embedded on the {built} backend and this asks for {asked} (their vectors differ): "
-                    f"pass --embedder-backend {built} to use it as built." if built != asked else "")
-        raise EmbedderMismatch(
-            f"knowledge base {path} was built with other settings ({'; '.join(diffs)}).{backends} "
-            f"Open it without --embedder/--max-tokens/--overlap to use what it was built with, or run "
-            f"`index reindex --kb {path} --embedder {want['embedder_name']} --embedder-backend {asked} --max-tokens "
-            f"{want['max_tokens']} --overlap {want['overlap']}` to re-embed everything.")
-

@@ -11,10 +11,10 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from index.errors import EmbedderMismatch
 from index.milvus_uri import parse_kb_location
+from index.store_protocol import KBStore
 
 SETTINGS = ("schema_version", "embedder_name", "embedder_fingerprint", "dim", "max_tokens", "overlap")
 
@@ -28,7 +28,7 @@ class Migration:
     skipped: int
 
 
-def open_source(kb: str | Path) -> Any:
+def open_source(kb: str | Path) -> KBStore:
     """The store of the existing knowledge base ``kb`` (raises ``NoKnowledgeBase`` when there is none)."""
     from index.store import Store, require_store
 
@@ -40,8 +40,9 @@ def open_source(kb: str | Path) -> Any:
     return Store(path)
 
 
-def open_target(kb: str | Path, meta: dict[str, str]) -> Any:
+def open_target(kb: str | Path, meta: dict[str, str]) -> KBStore:
     """The target's store, made with the source's settings (``meta``), or checked against them."""
+    store: KBStore
     if (loc := parse_kb_location(kb)) is not None:
         from index.milvus_store import MilvusStore
 

@@ -61,7 +61,10 @@ def _in(field: str, values: Iterable[str]) -> str:
 
 class MilvusStore:
     """The knowledge base ``loc.name`` in the Milvus at ``loc.uri``. Writers need no lock: every row
-    key is derived from content, and each state a search may see is one row's write (module doc)."""
+    key is derived from content, and each state a search may see is one row's write (module doc).
+    A :class:`index.store_protocol.KBStore`, like the folder's :class:`index.store.Store`."""
+
+    remote = True  # Milvus indexes the vectors (index.milvus_search); there is no write lock to take
 
     def __init__(self, loc: MilvusLocation, client: Any | None = None) -> None:
         self.loc = loc
@@ -275,7 +278,8 @@ class MilvusStore:
             self._upsert("docs", [row | {"replaces": "[]"}])
 
     def collect_orphans(self) -> int:
-        """Delete chunks and pages of documents without a row (writers killed before their commit)."""
+        """Delete chunks and pages of documents without a row (writers killed before their commit); how
+        many documents' were. A writer adding a document meanwhile would lose its chunks: run it alone."""
         docs = {r["sha256"] for r in self._query("docs", "sha256 != ''", ["sha256"])}
         orphans = {r["doc_sha256"] for r in self._query("chunks", "id >= 0", ["doc_sha256"])} - docs
         orphans |= {r["doc_sha256"] for r in self._query("pages", "key != ''", ["doc_sha256"])} - docs

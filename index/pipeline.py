@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from index.config import IndexConfig
 from index.report import AddReport, FileResult, LockHold, load_failure, removed_row
-from index.store import Store
+from index.store_protocol import KBStore
 from ingest.records import Chunk, Document
 
 BATCH_CHUNKS = 256  # chunks per encode call
@@ -70,7 +70,7 @@ class Sink:
     hold, and ``settle()``, called in it last (the knowledge base catches its derived indexes up,
     then saves them). The defaults suit a caller holding the lock throughout (``reindex``)."""
 
-    store: Store
+    store: KBStore
     embedder: Any
     config: IndexConfig
     locked: Callable[[], AbstractContextManager[Any]] = nullcontext

@@ -79,7 +79,10 @@ class Store:
     Each thread has its own connection (:mod:`index.connections`): it sees committed states only.
     Raises :class:`~index.connections.StoreReplaced` when a thread would open another file than
     the one this store opened (the knowledge base was reindexed meanwhile).
+    A :class:`index.store_protocol.KBStore`, like :class:`index.milvus_store.MilvusStore`.
     """
+
+    remote = False  # the knowledge base keeps its FAISS and BM25 files beside it (index.derived)
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -99,6 +102,13 @@ class Store:
 
     def close(self) -> None:
         self._conns.close()
+
+    def create(self, dim: int) -> None:
+        """Nothing to do: opening made the tables, and a vector column takes any ``dim``."""
+
+    def collect_orphans(self) -> None:
+        """None: there are no orphans to collect, every document being written in one transaction."""
+        return None
 
     # -- meta -------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -296,7 +306,7 @@ class Store:
         return np.fromiter((r[0] for r in cur), dtype=np.int64)
 
     def iter_vectors(self, dim: int, batch: int = 8192,
-                     ids: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                     ids: Sequence[int] | np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids int64, vectors float32 (n, dim)) in batches, ascending id, for FAISS:
         every chunk, or those of ``ids``."""
         for rows in self._rows("id, vector", batch, ids):
@@ -304,12 +314,12 @@ class Store:
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
             yield out, vecs
 
-    def all_tokens(self, ids: np.ndarray | None = None) -> tuple[list[str], list[list[str]]]:
+    def all_tokens(self, ids: Sequence[int] | np.ndarray | None = None) -> tuple[list[str], list[list[str]]]:
         """(str(id), BM25 tokens) of every chunk, or of those of ``ids``, ascending id."""
         rows = [r for batch in self._rows("id, tokens", 8192, ids) for r in batch]
         return [str(r[0]) for r in rows], [r[1].split() for r in rows]
 
-    def _rows(self, columns: str, batch: int, ids: np.ndarray | None) -> Iterator[list[tuple]]:
+    def _rows(self, columns: str, batch: int, ids: Sequence[int] | np.ndarray | None) -> Iterator[list[tuple]]:
         if ids is None:
             cur = self.db.execute(f"SELECT {columns} FROM chunks ORDER BY id")
             while rows := cur.fetchmany(batch):

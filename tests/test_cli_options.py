@@ -37,6 +37,7 @@ COMMANDS: list[tuple[str, tuple[str, ...], type, tuple[str, ...] | None, dict[st
     ("index", ("search",), IndexConfig, ("kb", "k", "mode", "reranker"), {}),
     ("index", ("reindex",), IndexConfig, ("kb", "embedder", "max_tokens", "overlap"), {}),
     ("index", ("eval",), IndexConfig, ("mode", "embedder"), {}),
+    ("index", ("collect-orphans",), IndexConfig, ("kb",), {}),
     ("finetune", ("train",), TrainConfig, EVERY, {}),
     ("finetune", ("data", "check"), DataConfig, EVERY, {"val_files": "--val-file"}),
     ("finetune", ("data", "from-kb"), FromKBConfig, EVERY, {}),
@@ -213,7 +214,7 @@ def test_the_helper_refuses_unknown_undocumented_and_clashing_fields() -> None:
 
 @pytest.mark.parametrize("module,commands", [
     ("ui.cli.ingest", ["add", "sync", "list", "rm"]),
-    ("ui.cli.index", ["search", "reindex", "eval"]),
+    ("ui.cli.index", ["search", "reindex", "eval", "collect-orphans"]),
     ("ui.cli.finetune", ["train", "merge", "eval", "chat", "data check", "data from-kb"]),
     ("ui.cli.assistant", ["ask", "chat", "serve", "eval", "ui"]),
 ])

@@ -1,5 +1,6 @@
 """The Milvus backend on a real engine (Milvus Lite's gRPC server from the pip package, ``milvus_server``):
-the path tests of the folder backend, equal scores on both backends, migrate, crash safety, several writers.
+the path tests of the folder backend, equal scores on both backends, migrate, crash safety, collecting what a
+killed writer left (``index collect-orphans``), several writers.
 
 (``tests/test_kb.py`` runs its knowledge-base tests on both backends through the ``kb_where`` fixture.)
 """
@@ -132,6 +133,61 @@ def test_a_document_whose_row_never_came_is_invisible_and_the_next_add_completes
         assert kb.add([docs]).count("added") == 2  # the same chunk keys: overwritten, not doubled
         assert len(kb.store.chunk_docs()[0]) == 3 and kb.store.collect_orphans() == 0
         assert kb.search("parrots", k=1, mode="bm25")[0].title == "animals"
+
+
+def test_index_collect_orphans_removes_what_a_killed_writer_left(docs: Path, milvus_kb: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer dies at its commit: `index collect-orphans` deletes its chunks and pages, whole documents stay."""
+    from typer.testing import CliRunner
+
+    from index.milvus_store import MilvusStore
+    from ui.cli.index import app
+
+    real = MilvusStore._upsert
+
+    def die_at_commit(self, kind, rows):
+        if kind == "docs" and any(r["title"] == "animals" for r in rows):
+            raise KeyboardInterrupt("killed at the commit")
+        return real(self, kind, rows)
+
+    with KnowledgeBase.open(milvus_kb, embedder="hash-64") as kb:
+        kb.add([docs / "policy.txt", docs / "zh.md"])
+        monkeypatch.setattr(MilvusStore, "_upsert", die_at_commit)
+        with pytest.raises(KeyboardInterrupt):
+            kb.add([docs / "animals.txt"])
+        monkeypatch.setattr(MilvusStore, "_upsert", real)
+        (orphan,) = set(kb.store.chunk_docs()[1]) - {d.sha256 for d in kb.documents()}
+        assert kb.store.document_pages(orphan)
+    result = CliRunner().invoke(app, ["collect-orphans", "--kb", milvus_kb])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"removed the orphaned chunks and pages of 1 document from {milvus_kb}\n"
+    with KnowledgeBase.open(milvus_kb) as kb:
+        assert set(kb.store.chunk_docs()[1]) == {d.sha256 for d in kb.documents()} and len(kb.documents()) == 2
+        assert kb.store.document_pages(orphan) == []
+        for mode in ("hybrid", "dense", "bm25"):
+            assert kb.search("refund policy", k=1, mode=mode)[0].title == "policy", mode
+            assert kb.search("退货政策", k=1, mode=mode)[0].title == "zh", mode
+    again = CliRunner().invoke(app, ["collect-orphans", "--kb", milvus_kb, "--json"])
+    assert json.loads(again.output) == {"kb": milvus_kb, "backend": "milvus", "orphans": 0}
+
+
+def test_index_collect_orphans_of_a_folder_says_there_is_nothing_to_collect(tmp_path: Path, docs: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ui.cli.index import app
+
+    kb_dir = tmp_path / "kb"
+    with KnowledgeBase.open(kb_dir, embedder="hash-64") as kb:
+        kb.add([docs])
+    result = CliRunner().invoke(app, ["collect-orphans", "--kb", str(kb_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"nothing to collect in {kb_dir}: a folder knowledge base writes each document")
+    as_json = json.loads(CliRunner().invoke(app, ["collect-orphans", "--kb", str(kb_dir), "--json"]).output)
+    assert as_json == {"kb": str(kb_dir), "backend": "folder", "orphans": None}
+    with KnowledgeBase.open(kb_dir) as kb:
+        assert len(kb.documents()) == 3
+    missing = CliRunner().invoke(app, ["collect-orphans", "--kb", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "no knowledge base" in missing.output and not (tmp_path / "none").exists()
 
 
 def test_kill_9_mid_ingest_leaves_whole_documents_and_the_next_run_completes(tmp_path: Path, milvus_kb: str) -> None:

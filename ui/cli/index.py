@@ -5,6 +5,7 @@
     index eval --beir DIR --embedder multilingual-e5-small --compare-embedder out/e5-adapted
     index reindex --embedder BAAI/bge-small-zh-v1.5
     index migrate --from kb --to milvus://localhost:19530/kb
+    index collect-orphans --kb milvus://localhost:19530/kb
 """
 from __future__ import annotations
 
@@ -108,6 +109,29 @@ def migrate(*, config: MigrateConfig, as_json: bool = JsonOpt) -> None:
     else:
         typer.echo(f"copied {done.documents} documents ({done.chunks} chunks) to {config.target}; "
                    f"{done.skipped} were there already")
+
+
+@app.command("collect-orphans")
+@friendly
+@config_options(IndexConfig, include=("kb",), flags={"kb": KB_FLAG})
+def collect_orphans(*, config: IndexConfig, as_json: bool = JsonOpt) -> None:
+    """Delete the chunks and pages that ingest runs killed before their commit left in a Milvus knowledge base.
+
+    Searches never show them; this frees their space. Run it while no ingest writes to the knowledge base:
+    a document being added would lose its chunks. A folder knowledge base has none: nothing to collect."""
+    from index.milvus_uri import parse_kb_location
+
+    require_store(config.kb)  # nothing there: say so, create nothing
+    where = str(parse_kb_location(config.kb) or config.kb)
+    with open_kb(config) as base:  # opened as built: no embedder loaded
+        n, backend = base.collect_orphans(), "milvus" if base.remote else "folder"
+    if as_json:
+        print_json({"kb": where, "backend": backend, "orphans": n})
+    elif n is None:
+        typer.echo(f"nothing to collect in {where}: a folder knowledge base writes each document in one "
+                   "transaction, so it has no orphaned chunks")
+    else:
+        typer.echo(f"removed the orphaned chunks and pages of {n} document{'' if n == 1 else 's'} from {where}")
 
 
 @app.command("eval")
