@@ -35,6 +35,17 @@ def exists(client: Any, prefix: str) -> bool:
     return bool(client.has_collection(names(prefix)["meta"]))
 
 
+def ensure_loaded(client: Any, prefix: str) -> None:
+    """Load the knowledge base's existing collections that are not loaded. Milvus keeps a collection's
+    loaded state in the serving process: a Milvus Lite file opened by a new process (``ingest add``, then
+    ``index search``) finds every collection 'released', and any query failed until it was loaded."""
+    from pymilvus.client.types import LoadState
+
+    for name in names(prefix).values():
+        if client.has_collection(name) and client.get_load_state(name).get("state") != LoadState.Loaded:
+            client.load_collection(name)
+
+
 def create(client: Any, prefix: str, dim: int) -> None:
     """Create the collections that do not exist yet (the chunk vectors ``dim``-dimensional)."""
     from pymilvus import DataType

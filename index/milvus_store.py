@@ -71,6 +71,7 @@ class MilvusStore:
         self.path = Path(str(loc))
         self.client = client or connect(loc)
         self.c = ms.names(loc.name)
+        ms.ensure_loaded(self.client, loc.name)  # a new process finds them released (Milvus Lite)
 
     def exists(self) -> bool:
         """True when the knowledge base's collections were made (:meth:`create`)."""

@@ -252,3 +252,26 @@ def test_several_writers_and_a_reader_share_one_collection(tmp_path: Path, milvu
         assert len(ids) == len(set(ids.tolist())) == sum(d.n_chunks for d in docs)  # nothing stored twice
         by_sha = {d.sha256: d for d in docs}
         assert all(len(by_sha[s].paths) in (1, 2) for s in shas)
+
+
+REOPEN = """
+import sys; sys.path.insert(0, {root!r})
+from pathlib import Path
+from index.kb import KnowledgeBase
+with KnowledgeBase.open({kb!r}, embedder="hash-64") as kb:
+    if {add!r}:
+        kb.add([Path({doc!r})])
+    print(len(kb.documents()), [h.title for h in kb.search("Parrots learn words", k=1, mode="hybrid")])
+"""
+
+
+def test_a_milvus_lite_file_opens_again_in_a_new_process(tmp_path: Path, docs: Path) -> None:
+    """Found in the wild: `ingest add --kb milvus-lite:k.db`, then `index search` in a new process failed with
+    "collection ... is in state 'released'" (Milvus Lite starts its collections unloaded); the store loads them."""
+    kb = f"milvus-lite:{tmp_path / 'k.db'}"
+    for add in (True, False):
+        out = subprocess.run([sys.executable, "-c", REOPEN.format(root=str(ROOT), kb=kb, add=add,
+                                                                 doc=str(docs / "animals.txt"))],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split()[0] == "1" and "animals" in out.stdout
