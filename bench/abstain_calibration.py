@@ -111,7 +111,7 @@ def open_kbs(args: argparse.Namespace, emb: object) -> dict[str, tuple[object, l
     from index.embedder import backend_of
     from index.kb import KnowledgeBase
 
-    backend = backend_of(emb.fingerprint())  # vectors differ by backend: one cached set of KBs each
+    backend = backend_of(emb.fingerprint)  # vectors differ by backend: one cached set of KBs each
     root = cache_root() / "abstain-kbs" / f"{Path(emb.name).name}-{backend}-{args.queries}-{args.distractors}"
     out = {}
     for name in SETS:
@@ -237,7 +237,7 @@ def main() -> int:
 
     start = time.perf_counter()
     emb = CachedEmbedder(load_embedder(args.embedder, args.embedder_backend))
-    print(f"embedder {emb.name}, fingerprint {emb.fingerprint()}")
+    print(f"embedder {emb.name}, fingerprint {emb.fingerprint}")
     rows = collect(open_kbs(args, emb))
     print(f"{len(rows)} (knowledge base, question) pairs in {time.perf_counter() - start:.0f} s")
     fit_rows = [r for r in rows if not held_out(r["question"], args.seed)]
