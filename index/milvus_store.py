@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -40,6 +41,15 @@ QUERY_WINDOW = 16384  # Milvus's largest offset + limit of one query
 _DOC_FIELDS = ["sha256", "path", "title", "kind", "n_pages", "ocr_pages", "warnings", "size", "added_at",
                "n_chunks", "replaces"]
 _HIT_FIELDS = ["id", "chunk_id", "text", "doc_sha256", "page_start", "page_end", "char_start", "char_end", "ocr"]
+
+
+class _Memo:
+    """What :meth:`MilvusStore.visible` read inside one snapshot: document rows by sha256 (None: no row), and
+    the documents replaced."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict | None] = {}
+        self.replaced: set[str] | None = None
 
 
 def chunk_key(sha256: str, ordinal: int) -> int:
@@ -71,6 +81,7 @@ class MilvusStore:
         self.path = Path(str(loc))
         self.client = client or connect(loc)
         self.c = ms.names(loc.name)
+        self._local = threading.local()  # .memo: this thread's _Memo inside snapshot(), else absent
         ms.ensure_loaded(self.client, loc.name)  # a new process finds them released (Milvus Lite)
 
     def exists(self) -> bool:
@@ -89,7 +100,20 @@ class MilvusStore:
         self.client.close()
 
     def snapshot(self) -> AbstractContextManager[Any]:
-        return nullcontext()  # each read is Strong; a search filters what it finds (visible)
+        """One search's reads: each is Strong; the document rows and the replaced set :meth:`visible` reads are
+        fetched once inside (a search asked for them up to three times, two gRPC round trips each), per thread."""
+        return self._memoised()
+
+    @contextmanager
+    def _memoised(self) -> Iterator[None]:
+        if getattr(self._local, "memo", None) is not None:  # nested: the outer snapshot's memo
+            yield
+            return
+        self._local.memo = _Memo()
+        try:
+            yield
+        finally:
+            self._local.memo = None
 
     def transaction(self) -> AbstractContextManager[Any]:
         return nullcontext()
@@ -143,11 +167,26 @@ class MilvusStore:
         return self._get("docs", list(dict.fromkeys(shas)), _DOC_FIELDS)
 
     def visible(self, shas: Iterable[str]) -> dict[str, dict]:
-        """The rows of the documents among ``shas`` a search may show: stored and not replaced."""
-        rows = {r["sha256"]: r for r in self._doc_rows(list(set(shas)))}
-        hidden = {s for r in rows.values() for s in json.loads(r["replaces"])}
-        hidden |= {s for r in self._query("docs", 'replaces != "[]"', ["replaces"]) for s in json.loads(r["replaces"])}
+        """The rows of the documents among ``shas`` a search may show: stored and not replaced (inside
+        :meth:`snapshot`, rows and the replaced set as first read there)."""
+        wanted = set(shas)
+        memo = getattr(self._local, "memo", None)
+        if memo is None:
+            rows, replaced = {r["sha256"]: r for r in self._doc_rows(list(wanted))}, self._replaced()
+        else:
+            missing = [s for s in wanted if s not in memo.rows]
+            if missing:
+                memo.rows.update(dict.fromkeys(missing))  # no row: not stored (yet)
+                memo.rows.update({r["sha256"]: r for r in self._doc_rows(missing)})
+            if memo.replaced is None:
+                memo.replaced = self._replaced()
+            rows, replaced = {s: r for s in wanted if (r := memo.rows[s]) is not None}, memo.replaced
+        hidden = replaced | {s for r in rows.values() for s in json.loads(r["replaces"])}
         return {s: r for s, r in rows.items() if s not in hidden}
+
+    def _replaced(self) -> set[str]:
+        """Every document some stored document replaces."""
+        return {s for r in self._query("docs", 'replaces != "[]"', ["replaces"]) for s in json.loads(r["replaces"])}
 
     def has_document(self, sha256: str) -> bool:
         return bool(self.visible([sha256]))

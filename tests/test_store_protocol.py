@@ -16,11 +16,18 @@ METHODS = sorted(n for n, v in vars(KBStore).items() if callable(v) and not n.st
 ATTRIBUTES = sorted(KBStore.__annotations__)
 
 
+class NoCollections:
+    """A stand-in Milvus client of an empty Milvus (what the store's constructor asks: which collections exist)."""
+
+    def has_collection(self, name: str) -> bool:
+        return False
+
+
 @pytest.fixture()
 def stores(tmp_path: Path) -> Iterator[list[Any]]:
     """The folder store, and a Milvus store that never connects (its client is a stand-in)."""
     folder = Store(store_path(tmp_path))
-    yield [folder, MilvusStore(parse_kb_location(f"milvus-lite:{tmp_path}/m.db/hr"), client=object())]
+    yield [folder, MilvusStore(parse_kb_location(f"milvus-lite:{tmp_path}/m.db/hr"), client=NoCollections())]
     folder.close()
 
 
