@@ -195,7 +195,8 @@ def test_questions_generated_from_chunks_train_the_embedder(tmp_path, tiny_st):
     config = EmbedderConfig(generate_questions=50, kb=tmp_path / "kb", out=tmp_path / "adapted", epochs=1,
                             batch_size=4, device="cpu")
     report = adapt_embedder(config, generator=generator)
-    assert generator.calls == len(DOCS) and report.pairs.generated == {"chunks": 12, "pairs": 12, "unparsable": 0}
+    assert generator.calls == len(DOCS)
+    assert report.pairs.generated == {"chunks": 12, "pairs": 12, "unparsable": 0, "ungrounded": 0}
     assert report.pairs.found == {"chunk": 12} and len(report.pairs.train) + len(report.pairs.val.queries) == 12
     card = read_run_card(tmp_path / "adapted")
     assert card["generated_questions"]["pairs"] == 12 and card["qa_files"] == []

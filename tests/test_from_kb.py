@@ -295,6 +295,10 @@ def test_generated_questions_keep_their_chunk(tmp_path: Path, assistant_kb: Path
         passage = messages[1]["content"].split("\n", 1)[1]
         if "Green tea" in passage:
             return "Sorry, I cannot write a question about this."  # unparsable: reported and skipped
+        if "Parking permits" in passage:  # the template copied (gemma-3-270m does this): unparsable
+            return "Q: <question>\nA: <answer>"
+        if "Side effects" in passage:  # a question about something else (gemma-3-270m): not grounded
+            return "Q: What is the capital of France?\nA: Paris is the capital of France."
         if messages[0]["content"] == GEN_SYSTEM_ZH:
             return f"问：这份文件规定了什么？\n答：{passage.split('。')[0]}。"
         return f"**Q:** What does this document say?\n**A:** {passage.split('. ')[0].rstrip('.')}."
@@ -303,16 +307,18 @@ def test_generated_questions_keep_their_chunk(tmp_path: Path, assistant_kb: Path
     config = FromKBConfig(out=tmp_path / "train.jsonl", kb=assistant_kb, model=str(tiny_qwen3), k=K,
                           distractor_ratio=0.0, generate_questions=50, qa_out=tmp_path / "generated.jsonl")
     report = build_from_kb(config, backend=counter, generator=spy)
-    assert report.generated == {"chunks": 8, "pairs": 7, "unparsable": 1} and len(spy.calls) == 8
+    assert report.generated == {"chunks": 8, "pairs": 5, "unparsable": 2, "ungrounded": 1} and len(spy.calls) == 8
     assert sum(m[0]["content"] == GEN_SYSTEM_ZH for m, _ in spy.calls) == 1  # the Chinese chunk, in Chinese
     assert sum(m[0]["content"] == GEN_SYSTEM_EN for m, _ in spy.calls) == 7
-    (bad,) = report.problems
+    bad, echo, invented = sorted(report.problems, key=lambda p: ("Sorry" not in p.detail, "<question>" not in p.detail))
     assert bad.reason == "unparsable generation" and bad.source.startswith("generated:") and "Sorry" in bad.detail
+    assert echo.reason == "unparsable generation" and "<question>" in echo.detail
+    assert invented.reason == "answer not in its chunk" and "Paris" in invented.detail
     pairs = [json.loads(line) for line in config.qa_out.read_text(encoding="utf-8").splitlines()]
     items, problems = read_qa([config.qa_out])
-    assert len(items) == len(pairs) == 7 and not problems  # reviewable and readable back as gold
+    assert len(items) == len(pairs) == 5 and not problems  # reviewable and readable back as gold
     records = read_jsonl(config.out)
-    assert report.records == {"answer": 7} and set(report.found) <= {"chunk", "injected"}
+    assert report.records == {"answer": 5} and set(report.found) <= {"chunk", "injected"}
     for pair, record in zip(pairs, records):
         meta = record["meta"]
         assert meta["source"] == f"generated:{pair['chunk_id']}" and meta["gold_chunk"] == pair["chunk_id"]
@@ -325,7 +331,9 @@ def test_parse_pair_is_robust() -> None:
     assert parse_pair("Question: Where?\nAnswer: Here.\n\nQ: Another?\nA: No.") == ("Where?", "Here.")
     assert parse_pair("问题：多久？\n答案：三十天。") == ("多久？", "三十天。")
     assert parse_pair("<think>\nlet me see\n</think>\n\nQ: Why?\nA: Because\nof this.") == ("Why?", "Because of this.")
-    for bad in ("", "Q: only a question?", "A: only an answer.", "Q: \nA: empty question", f"Q: x\nA: {'y' * 2000}"):
+    assert parse_pair("Q: What does <b> mean?\nA: Bold <b>.") == ("What does <b> mean?", "Bold <b>.")
+    for bad in ("Q: <question>\nA: <answer>", "问：<问题>\n答：<答案>", "Q: Why?\nA: <answer>",
+                "", "Q: only a question?", "A: only an answer.", "Q: \nA: empty question", f"Q: x\nA: {'y' * 2000}"):
         assert parse_pair(bad) is None, bad
 
 

@@ -7,13 +7,22 @@ a generator model (local, or any OpenAI-compatible ``--endpoint``, through
 user could ask and its answer taken from the chunk, in the chunk's language, as two lines
 ``Q: ...`` / ``A: ...`` (``问：`` / ``答：`` for Chinese). :func:`parse_pair` reads that robustly
 (also bold labels, "Question:", JSON ``{"question", "answer"}``, a ``<think>`` block before it);
-an unusable output is reported and skipped. Each pair keeps its chunk id (and document sha256 and
-page) as gold, then goes through the same record building as a Q&A file.
+an unusable output is reported and skipped: no pair in it, the prompt's own ``<question>`` slot
+echoed back, or an answer not grounded in its chunk (:func:`grounded`: fewer than half of the
+answer's content words — BM25's tokens, :func:`index.tokenize.tokenize` — occur in the chunk, as
+when a small model invents a question about something else). Each pair keeps its chunk id (and
+document sha256 and page) as gold, then goes through the same record building as a Q&A file.
 
 >>> parse_pair("<think>hm</think>\\n**Q:** How long is the laptop warranty?\\n**A:** Two years.")
 ('How long is the laptop warranty?', 'Two years.')
 >>> parse_pair("问：退货期限是多久？\\n答：购买后三十天内。"), parse_pair("I cannot help with that.")
 (('退货期限是多久？', '购买后三十天内。'), None)
+>>> parse_pair("Q: <question>\\nA: <answer>") is None  # the template echoed back
+True
+>>> grounded("The warranty lasts two years.", "Every laptop carries a two-year warranty.")
+True
+>>> grounded("The United States is the world's largest economy.", "Green tea contains catechins.")
+False
 """
 from __future__ import annotations
 
@@ -40,6 +49,10 @@ if TYPE_CHECKING:
 GEN_TOKENS = 256  # one question and a one-or-two-sentence answer
 MAX_QUESTION_CHARS, MAX_ANSWER_CHARS = 300, 1000  # longer: the model rambled
 UNPARSABLE = "unparsable generation"
+UNGROUNDED = "answer not in its chunk"
+MIN_SUPPORT = 0.5  # share of the answer's content words that must occur in its chunk: a one-or-two-sentence
+# answer taken from the chunk keeps most of its words even reworded; an invented one shares few or none
+_SLOT = re.compile(r"^<[^<>]{0,20}>$")  # a bare placeholder (<question>, <问题>): the model copied the template
 GEN_SYSTEM_EN = (
     "You write training questions for a document assistant. Read the passage and write ONE question "
     "that a user of these documents might ask and that the passage answers, and the answer taken from "
@@ -136,7 +149,21 @@ def parse_pair(text: str) -> tuple[str, str] | None:
     question, answer = pair
     if not question or not answer or len(question) > MAX_QUESTION_CHARS or len(answer) > MAX_ANSWER_CHARS:
         return None
+    if _SLOT.match(question) or _SLOT.match(answer):
+        return None
     return question, answer
+
+
+def grounded(answer: str, chunk_text: str) -> bool:
+    """Whether at least :data:`MIN_SUPPORT` of the answer's content words (BM25's tokens: stemmed English
+    words without stop-words, jieba words for Chinese) occur in the chunk; an answer with none passes."""
+    from index.tokenize import tokenize
+
+    words = tokenize(answer)
+    if not words:
+        return True
+    present = set(tokenize(chunk_text))
+    return sum(w in present for w in words) >= MIN_SUPPORT * len(words)
 
 
 def sample_chunks(kb: Any, n: int, seed: int) -> list["Hit"]:
@@ -166,6 +193,10 @@ def generate_pairs(backend: Any, chunks: Sequence["Hit"], *,
             problems.append(Problem(source, UNPARSABLE, f"{source} ({chunk.title}, p. {chunk.page_start}): the "
                                     f"generator's output is not 'Q: ...' / 'A: ...' ({text.strip()[:80]!r}); skipped"))
             continue
+        if not grounded(pair[1], chunk.text):
+            problems.append(Problem(source, UNGROUNDED, f"{source} ({chunk.title}, p. {chunk.page_start}): the "
+                                    f"generated answer {pair[1][:80]!r} is not taken from the chunk; skipped"))
+            continue
         pairs.append(GeneratedPair(*pair, chunk.chunk_id, chunk.doc_sha256, chunk.title, chunk.page_start))
     return pairs, problems
 
@@ -186,5 +217,6 @@ def generate_golds(config: "FromKBConfig", bot: "Assistant", generator: Any = No
     pairs, problems = generate_pairs(generator or generator_backend(config, bot), chunks, progress=progress)
     if config.qa_out is not None:
         atomic_write_jsonl(config.qa_out, (p.as_dict() for p in pairs))
-    counts = {"chunks": len(chunks), "pairs": len(pairs), "unparsable": sum(p.reason == UNPARSABLE for p in problems)}
+    counts = {"chunks": len(chunks), "pairs": len(pairs), "unparsable": sum(p.reason == UNPARSABLE for p in problems),
+              "ungrounded": sum(p.reason == UNGROUNDED for p in problems)}
     return [p.as_gold() for p in pairs], problems, counts
