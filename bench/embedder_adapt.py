@@ -13,12 +13,24 @@ in the same run (nDCG@10, Recall@10, MRR@10 by ``index.beir``).
     python bench/embedder_adapt.py --set scifact --train-questions 100,300,all
     python bench/embedder_adapt.py --set zh_rgb --heldout 0.34 --train-questions all
     python bench/embedder_adapt.py --set scifact --base-kb /work/kbs/scifact-base --json
+    python bench/embedder_adapt.py --set scifact --train-questions none --generated 300
+
+``--generated N`` also adapts on N questions generated from sampled chunks only (``finetune embedder
+--generate-questions N``; no gold Q&A), scored on the same held-out queries. The generator is a
+documented stand-in, :class:`SentenceQuestions`, since no instruction-following model runs here (the
+offline gemma-3-270m base model gives no usable pair; README): each chunk's "question" is one of its
+own sentences, picked by a hash of the chunk, and the answer is that sentence — the pseudo-queries of
+the Inverse Cloze Task (Lee et al. 2019, "Latent Retrieval for Weakly Supervised Open Domain
+Question Answering", section 5), the cheapest generator a user without Q&A could run. ``--endpoint``
+or ``--generator-model`` with a real instruction model replaces it.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
+import re
 import resource
 import sys
 import time
@@ -108,11 +120,54 @@ def adapt(args: argparse.Namespace, base_kb: Path, qa: Path, out: Path) -> dict:
             "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
 
 
+class SentenceQuestions:
+    """Stand-in question generator (Inverse Cloze Task pseudo-queries): one sentence of the chunk, picked
+    by a hash of its text, is the question and the answer. Speaks the backend protocol's ``generate``."""
+
+    SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]?")
+
+    def generate(self, messages: list[dict], params: object = None) -> list[str]:
+        passage = messages[-1]["content"].split("\n", 1)[-1]
+        sentences = [m.group().strip() for m in self.SENTENCE.finditer(passage)
+                     if len(m.group().strip().encode()) >= 24]  # bytes: ~24 Latin letters, ~8 Han characters
+        if not sentences:
+            return [""]
+        pick = sentences[int(hashlib.sha256(passage.encode()).hexdigest(), 16) % len(sentences)]
+        return [f"Q: {pick}\nA: {pick}"]
+
+
+def adapt_generated(args: argparse.Namespace, base_kb: Path, out: Path) -> dict:
+    from assistant.from_kb.adapt_embedder import adapt_embedder
+    from assistant.from_kb.embedder_config import EmbedderConfig
+
+    wall, cpu = time.monotonic(), cpu_seconds()
+    report = adapt_embedder(EmbedderConfig(generate_questions=args.generated, kb=base_kb, out=out, epochs=args.epochs,
+                                           seed=args.seed, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                           hard_negatives=args.hard_negatives, val_corpus=args.val_corpus,
+                                           device="cpu"), progress=True, generator=SentenceQuestions())
+    print(report.render(), flush=True)
+    return {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
+            "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train), "generated": report.pairs.generated,
+            "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
+
+
+def finish(run: dict, args: argparse.Namespace, data: BeirSet, held_data: BeirSet, base: dict, name: str) -> dict:
+    """Re-embed the corpus with the adapted model at ``args.work / name`` and score the held-out queries."""
+    from index.embedder import load_embedder
+
+    kb = args.work / name.replace("-adapted-", "-kb-adapted-")
+    run |= build_kb(kb, data, load_embedder(str(args.work / name), "onnx"))
+    run["adapted"] = score(kb, held_data)
+    run["delta_ndcg@10"] = {m: round(run["adapted"][m]["ndcg@10"] - base[m]["ndcg@10"], 4) for m in ("dense", "hybrid")}
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default="scifact")
     ap.add_argument("--heldout", type=float, default=0.3, help="share of queries held out (by query)")
-    ap.add_argument("--train-questions", default="all", help="comma-separated N of training queries, or all")
+    ap.add_argument("--train-questions", default="all", help="comma-separated N of training queries, all, or none")
+    ap.add_argument("--generated", type=int, default=0, help="also adapt on N questions generated from chunks only")
     ap.add_argument("--work", type=Path, default=Path("/tmp/embedder-adapt"))
     ap.add_argument("--base-kb", type=Path, default=None, help="a knowledge base of the corpus built already")
     ap.add_argument("--epochs", type=int, default=3)
@@ -136,20 +191,19 @@ def main() -> None:
     result["base"] = score(base_kb, held_data)
     print(json.dumps({"base": result["base"]}), flush=True)
     answers = answers_of(folder)
-    for size in args.train_questions.split(","):
+    for size in [] if args.train_questions == "none" else args.train_questions.split(","):
         n = len(train) if size == "all" else min(int(size), len(train))
         qa = args.work / f"{args.set}-qa-{n}.jsonl"
         write_qa(qa, data, train[:n], answers)
-        out = args.work / f"{args.set}-adapted-{n}-s{args.seed}"
-        run = adapt(args, base_kb, qa, out)
-        from index.embedder import load_embedder
-
-        run |= build_kb(args.work / f"{args.set}-kb-adapted-{n}-s{args.seed}", data, load_embedder(str(out), "onnx"))
-        run["adapted"] = score(args.work / f"{args.set}-kb-adapted-{n}-s{args.seed}", held_data)
-        run["delta_ndcg@10"] = {m: round(run["adapted"][m]["ndcg@10"] - result["base"][m]["ndcg@10"], 4)
-                                for m in ("dense", "hybrid")}
+        name = f"{args.set}-adapted-{n}-s{args.seed}"
+        run = finish(adapt(args, base_kb, qa, args.work / name), args, data, held_data, result["base"], name)
         result["runs"][str(n)] = run
         print(json.dumps({str(n): run}), flush=True)
+    if args.generated:
+        name = f"{args.set}-adapted-gen{args.generated}-s{args.seed}"
+        run = finish(adapt_generated(args, base_kb, args.work / name), args, data, held_data, result["base"], name)
+        result["runs"][f"gen {args.generated}"] = run
+        print(json.dumps({f"gen {args.generated}": run}), flush=True)
     print(json.dumps(result, indent=2) if args.json else render(result))
 
 
