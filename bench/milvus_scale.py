@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     with KnowledgeBase.open(folder) as f, KnowledgeBase.open(args.kb) as m:
         out = measure({"folder": f, "milvus": m}, queries, args.repeat)
     report(out, queries, n_chunks, (load0, os.getloadavg()[0]))
+    sys.stdout.flush()  # a run redirected to a file once ended with exit 0 and the table unwritten
     return 0
 
 
