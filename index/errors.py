@@ -40,3 +40,8 @@ class BadQuery(IndexError_):
 
 class MilvusError(IndexError_):
     """A Milvus knowledge base is missing, unreachable, or was dropped meanwhile."""
+
+
+class MilvusFailed(MilvusError):
+    """The Milvus server could not be reached, or refused or failed a call (pymilvus's ``MilvusException``,
+    translated by :func:`index.milvus_uri.connect`'s client, naming the server and the call)."""

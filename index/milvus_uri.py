@@ -94,16 +94,60 @@ KEEPALIVE = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_c
 
 
 def connect(loc: MilvusLocation) -> Any:
-    """A ``pymilvus.MilvusClient`` for ``loc`` (Milvus Lite starts here for a local one)."""
+    """A ``pymilvus.MilvusClient`` for ``loc`` (Milvus Lite starts here for a local one), whose calls raise
+    :class:`~index.errors.MilvusFailed` naming the server, the call and the fix instead of pymilvus's own
+    exception (which reached users as a traceback). Raises MilvusFailed when the server cannot be reached."""
     import logging
 
     from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
 
     logging.getLogger("milvus_lite").setLevel(logging.WARNING)
-    logging.getLogger("pymilvus").setLevel(logging.ERROR)  # "failed to get mvccTs" from Milvus Lite's iterators
+    # pymilvus logs every failed call at ERROR with its traceback (and "failed to get mvccTs" from Milvus Lite's
+    # iterators); the failure is raised as MilvusFailed anyway, so only CRITICAL records are let through
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     if loc.local:
         Path(loc.uri).parent.mkdir(parents=True, exist_ok=True)
     # pymilvus pings every 10 s even while idle; a server on gRPC's default policy (Milvus Lite's Python server)
     # answers an idle client's third ping within 5 min with GOAWAY "too many pings", and the next call after a
     # few idle minutes failed (a fresh clone's test suite, twice). Ping only during calls, at the policy's pace.
-    return MilvusClient(uri=loc.uri, token=os.environ.get("MILVUS_TOKEN", ""), grpc_options=KEEPALIVE)
+    try:
+        client = MilvusClient(uri=loc.uri, token=os.environ.get("MILVUS_TOKEN", ""), grpc_options=KEEPALIVE)
+    except MilvusException as err:
+        raise failed(loc, "connect", err) from err
+    return GuardedClient(client, loc, MilvusException)
+
+
+def failed(loc: MilvusLocation, call: str, err: Any) -> Exception:
+    """The MilvusFailed for pymilvus's ``err`` raised by ``call`` on ``loc``, with what to do."""
+    from index.errors import MilvusFailed
+
+    message = getattr(err, "message", None) or str(err)
+    if call == "connect" or getattr(err, "code", None) == 2:  # pymilvus's "Fail connecting" / unavailable
+        hint = ("is the server running and reachable there? check the host and port of --kb, and MILVUS_TOKEN "
+                "if it requires authentication" if not loc.local else "is another process using this Milvus Lite "
+                "folder? (one process at a time; run `python -m milvus_lite server` to share it)")
+    else:
+        hint = "the server refused or failed this call; see its message, and its log"
+    return MilvusFailed(f"Milvus at {loc}: {call} failed: {message} ({hint})")
+
+
+class GuardedClient:
+    """A ``MilvusClient`` whose method calls raise MilvusFailed instead of pymilvus's ``MilvusException``; every
+    other attribute is the client's own."""
+
+    def __init__(self, client: Any, loc: MilvusLocation, exc: type[Exception]) -> None:
+        self._client, self._loc, self._exc = client, loc, exc
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except self._exc as err:
+                raise failed(self._loc, name, err) from err
+
+        return call

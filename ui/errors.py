@@ -5,8 +5,8 @@ Exit codes (the same for ``ingest``, ``index``, ``finetune`` and ``assistant``):
 - **0**: done;
 - **1**: the work could not be done here and now: a model, tokenizer or adapter that exists does not
   load (not cached offline, weights that do not fit), the endpoint failed, no GPU or package for the
-  option chosen, the knowledge base is locked by another writer, nothing was left to train on, or a
-  file of a batch failed (the summary table says which);
+  option chosen, the knowledge base is locked by another writer, a Milvus server is unreachable or
+  failed a call, nothing was left to train on, or a file of a batch failed (the summary table says which);
 - **2**: what was asked is wrong: a bad option value or combination, a missing file or folder (a
   ``--model`` or ``--adapter`` path included), bad training or gold data, an unknown document, an
   empty query, a knowledge base built another way;
@@ -37,7 +37,7 @@ from finetune.train_errors import (
     NoTrainingData,
     RunError,
 )
-from index.errors import IndexError_, KBLocked
+from index.errors import IndexError_, KBLocked, MilvusFailed
 from ingest.errors import IngestError
 
 INTERRUPTED = 130
@@ -54,6 +54,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (RunError, FAILED),
     (NoTrainingData, FAILED),
     (KBLocked, FAILED),
+    (MilvusFailed, FAILED),
     (FinetuneError, BAD_INPUT),
     (AssistantError, BAD_INPUT),
     (IndexError_, BAD_INPUT),
