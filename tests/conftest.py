@@ -87,12 +87,17 @@ def e5_count() -> Callable[[str], int]:
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     """A real Milvus (Milvus Lite's gRPC server, from the pip package) in a temp folder for the session:
-    ``milvus://127.0.0.1:PORT``; each test names its own knowledge base (collection prefix) in it."""
+    ``milvus://127.0.0.1:PORT``; each test names its own knowledge base (collection prefix) in it.
+    ``QDA_TEST_MILVUS=milvus://HOST:PORT`` runs the same tests on that server instead (a Milvus standalone)."""
+    import os
     import socket
     import subprocess
     import sys
     import time
 
+    if os.environ.get("QDA_TEST_MILVUS"):
+        yield os.environ["QDA_TEST_MILVUS"].rstrip("/")
+        return
     pytest.importorskip("milvus_lite", reason="milvus-lite is installed by `make test` (pyproject [test])")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
