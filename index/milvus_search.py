@@ -44,7 +44,8 @@ class MilvusView:
             res = self.store.client.search(
                 self.store.c["chunks"], data=[np.asarray(qvec, dtype=np.float32).tolist()], anns_field="vector",
                 limit=want, output_fields=["doc_sha256"],
-                search_params={"metric_type": "IP", "params": {"ef": max(want, HNSW_EF_SEARCH)}})[0]
+                search_params={"metric_type": "IP", "params": {"ef": max(want, HNSW_EF_SEARCH)}},
+                **self.store.read_level())[0]
             found = [(int(r["id"]), float(r["distance"]), r["entity"]["doc_sha256"]) for r in res]
             live = self.store.visible(s for _, _, s in found)
             kept = [(i, d) for i, d, s in found if s in live]
