@@ -105,21 +105,6 @@ def score(folder: Path, held: BeirSet) -> dict:
     return out
 
 
-def adapt(args: argparse.Namespace, base_kb: Path, qa: Path, out: Path) -> dict:
-    from assistant.from_kb.adapt_embedder import adapt_embedder
-    from assistant.from_kb.embedder_config import EmbedderConfig
-
-    wall, cpu = time.monotonic(), cpu_seconds()
-    report = adapt_embedder(EmbedderConfig(qa=(qa,), kb=base_kb, out=out, epochs=args.epochs, seed=args.seed,
-                                           batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                           hard_negatives=args.hard_negatives, val_corpus=args.val_corpus,
-                                           device="cpu"), progress=True)
-    print(report.render(), flush=True)
-    return {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
-            "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train),
-            "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
-
-
 class SentenceQuestions:
     """Stand-in question generator (Inverse Cloze Task pseudo-queries): one sentence of the chunk, picked
     by a hash of its text, is the question and the answer. Speaks the backend protocol's ``generate``."""
@@ -136,19 +121,24 @@ class SentenceQuestions:
         return [f"Q: {pick}\nA: {pick}"]
 
 
-def adapt_generated(args: argparse.Namespace, base_kb: Path, out: Path) -> dict:
+def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None = None) -> dict:
+    """``finetune embedder`` on the Q&A file ``qa``, or (None) on ``args.generated`` questions from
+    :class:`SentenceQuestions`; its seconds, pairs and inner held-out figures."""
     from assistant.from_kb.adapt_embedder import adapt_embedder
     from assistant.from_kb.embedder_config import EmbedderConfig
 
+    questions = {"qa": (qa,)} if qa is not None else {"generate_questions": args.generated}
     wall, cpu = time.monotonic(), cpu_seconds()
-    report = adapt_embedder(EmbedderConfig(generate_questions=args.generated, kb=base_kb, out=out, epochs=args.epochs,
-                                           seed=args.seed, batch_size=args.batch_size, learning_rate=args.learning_rate,
+    report = adapt_embedder(EmbedderConfig(**questions, kb=base_kb, out=out, epochs=args.epochs, seed=args.seed,
+                                           batch_size=args.batch_size, learning_rate=args.learning_rate,
                                            hard_negatives=args.hard_negatives, val_corpus=args.val_corpus,
-                                           device="cpu"), progress=True, generator=SentenceQuestions())
+                                           device="cpu"), progress=True,
+                            generator=SentenceQuestions() if qa is None else None)
     print(report.render(), flush=True)
-    return {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
-            "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train), "generated": report.pairs.generated,
-            "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
+    run = {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
+           "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train),
+           "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
+    return run | ({"generated": report.pairs.generated} if qa is None else {})
 
 
 def finish(run: dict, args: argparse.Namespace, data: BeirSet, held_data: BeirSet, base: dict, name: str) -> dict:
@@ -196,12 +186,12 @@ def main() -> None:
         qa = args.work / f"{args.set}-qa-{n}.jsonl"
         write_qa(qa, data, train[:n], answers)
         name = f"{args.set}-adapted-{n}-s{args.seed}"
-        run = finish(adapt(args, base_kb, qa, args.work / name), args, data, held_data, result["base"], name)
+        run = finish(adapt(args, base_kb, args.work / name, qa), args, data, held_data, result["base"], name)
         result["runs"][str(n)] = run
         print(json.dumps({str(n): run}), flush=True)
     if args.generated:
         name = f"{args.set}-adapted-gen{args.generated}-s{args.seed}"
-        run = finish(adapt_generated(args, base_kb, args.work / name), args, data, held_data, result["base"], name)
+        run = finish(adapt(args, base_kb, args.work / name), args, data, held_data, result["base"], name)
         result["runs"][f"gen {args.generated}"] = run
         print(json.dumps({f"gen {args.generated}": run}), flush=True)
     print(json.dumps(result, indent=2) if args.json else render(result))

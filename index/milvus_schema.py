@@ -92,25 +92,26 @@ def _create_one(client: Any, name: str, fields: list[tuple], vector: str | None)
         index.add_index(field_name=vector, index_type="HNSW", metric_type="IP",
                         params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
     client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
-    for scalar in ("doc_sha256", "sha256", "path_key"):
-        if any(f[0] == scalar for f in fields) and not any(f[0] == scalar and f[2].get("is_primary") for f in fields):
-            _scalar_index(client, name, scalar)
+    primary = {f[0] for f in fields if f[2].get("is_primary")}
+    scalars = [f[0] for f in fields if f[0] in ("doc_sha256", "sha256", "path_key") and f[0] not in primary]
+    if scalars:
+        client.release_collection(name)  # indexes are added to a released collection; it is loaded after
+    for scalar in scalars:
+        _scalar_index(client, name, scalar)
     client.load_collection(name)
 
 
 def _scalar_index(client: Any, name: str, field: str) -> None:
     """An INVERTED index on ``field`` (Milvus 2.4+, Milvus Lite); Milvus 2.3 refuses that type ("index type not
-    match ... expected=Trie"), and there the server's own default scalar index is made instead."""
-    from pymilvus.exceptions import MilvusException
-
+    match ... expected=Trie"), and there the server's own default scalar index is made instead. ``client``: the
+    one :func:`index.milvus_uri.connect` returns, whose failures are MilvusFailed."""
     from index.errors import MilvusFailed
 
-    client.release_collection(name)  # indexes are added to a released collection; it is loaded after
     index = client.prepare_index_params()
     index.add_index(field_name=field, index_type="INVERTED")
     try:
         client.create_index(name, index)
-    except (MilvusException, MilvusFailed) as err:  # MilvusFailed: through index.milvus_uri's guarded client
+    except MilvusFailed as err:
         if "expected=" not in str(err):  # another failure than "this server wants another index type"
             raise
         index = client.prepare_index_params()

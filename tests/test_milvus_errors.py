@@ -86,12 +86,13 @@ class Recording:
 @pytest.mark.parametrize(("refuse", "made"), [(None, "INVERTED"), (OLD_SERVER, "")])
 def test_scalar_indexes_are_inverted_or_the_servers_default_on_milvus_2_3(refuse: str | None, made: str) -> None:
     client = Recording(refuse)
-    ms.create(client, "hr", 4)
+    ms.create(GuardedClient(client, parse_kb_location("milvus://db:19530/hr"), MilvusException), "hr", 4)
     assert ("doc_sha256", made) in client.scalar and ("path_key", made) in client.scalar
     assert ("sha256", made) in client.scalar  # paths' sha256 (the primary key of docs gets none)
     assert sorted(client.loaded) == sorted(ms.names("hr").values())
 
 
 def test_another_index_failure_is_not_hidden() -> None:
-    with pytest.raises(MilvusException, match="disk quota"):
-        ms.create(Recording("disk quota exceeded"), "hr", 4)
+    with pytest.raises(MilvusFailed, match="create_index failed: disk quota exceeded"):
+        ms.create(GuardedClient(Recording("disk quota exceeded"), parse_kb_location("milvus://db:19530/hr"),
+                                MilvusException), "hr", 4)
