@@ -111,8 +111,12 @@ def connect(loc: MilvusLocation) -> Any:
     # pymilvus pings every 10 s even while idle; a server on gRPC's default policy (Milvus Lite's Python server)
     # answers an idle client's third ping within 5 min with GOAWAY "too many pings", and the next call after a
     # few idle minutes failed (a fresh clone's test suite, twice). Ping only during calls, at the policy's pace.
+    # dedicated: pymilvus 3 shares one channel per address and token, made with the options of whichever client
+    # came first (grpc_options are not in its key), so a caller's earlier default client made these options void
+    # (CI: the test fixture's readiness probe, then "Too many pings" 6 min later). Closed by MilvusStore.close().
     try:
-        client = MilvusClient(uri=loc.uri, token=os.environ.get("MILVUS_TOKEN", ""), grpc_options=KEEPALIVE)
+        client = MilvusClient(uri=loc.uri, token=os.environ.get("MILVUS_TOKEN", ""), grpc_options=KEEPALIVE,
+                              dedicated=True)
     except MilvusException as err:
         raise failed(loc, "connect", err) from err
     return GuardedClient(client, loc, MilvusException)

@@ -108,13 +108,17 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     from pymilvus import MilvusClient
 
+    from index.milvus_uri import KEEPALIVE
+
     # Ready when a real call answers: the port accepts connections before the server serves (a fresh
     # clone's first test, on a busy machine, failed to connect within pymilvus's 10 s).
     deadline = time.monotonic() + 120
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=10).list_collections()
+            probe = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=10, grpc_options=KEEPALIVE, dedicated=True)
+            probe.list_collections()
+            probe.close()
             break
         except Exception as err:  # noqa: BLE001 - OSError before it listens, MilvusException before it serves
             if proc.poll() is not None or time.monotonic() > deadline:

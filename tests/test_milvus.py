@@ -275,3 +275,25 @@ def test_a_milvus_lite_file_opens_again_in_a_new_process(tmp_path: Path, docs: P
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.split()[0] == "1" and "animals" in out.stdout
+
+
+def test_connect_keeps_its_keepalive_after_another_client_of_the_same_server(milvus_server: str) -> None:
+    """pymilvus shares one channel per address with the options of the first client made: a default client opened
+    earlier in the process (CI: the fixture's probe) made our idle-ping policy void, and the server's GOAWAY
+    "Too many pings" failed a test minutes later. Our connection has its own channel with our options."""
+    from pymilvus import MilvusClient
+
+    from index.milvus_uri import KEEPALIVE, connect, parse_kb_location
+
+    uri = milvus_server.replace("milvus://", "http://")
+    other = MilvusClient(uri=uri)  # pymilvus's defaults: a ping every 10 s, idle or not
+    loc = parse_kb_location(f"{milvus_server}/kb_{uuid.uuid4().hex[:16]}")
+    ours = connect(loc)
+    try:
+        options = dict(ours._client._handler._grpc_options)  # noqa: SLF001 - the channel's options, nowhere public
+        assert {k: options.get(k) for k in KEEPALIVE} == KEEPALIVE
+        assert ours._client._handler is not other._handler  # noqa: SLF001
+        assert isinstance(ours.list_collections(), list)
+    finally:
+        ours.close()
+        other.close()
