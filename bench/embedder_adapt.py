@@ -121,13 +121,21 @@ class SentenceQuestions:
         return [f"Q: {pick}\nA: {pick}"]
 
 
-def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None = None) -> dict:
+def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None = None,
+          generated_with: Path | None = None) -> dict:
     """``finetune embedder`` on the Q&A file ``qa``, or (None) on ``args.generated`` questions from
-    :class:`SentenceQuestions`; its seconds, pairs and inner held-out figures."""
+    :class:`SentenceQuestions` (plus the Q&A file ``generated_with``); its seconds, pairs and inner held-out
+    figures."""
     from assistant.from_kb.adapt_embedder import adapt_embedder
     from assistant.from_kb.embedder_config import EmbedderConfig
 
+    kept = out / "bench_run.json"  # a rerun with the same --work reuses the model trained before
+    if kept.exists():
+        print(f"{out}: trained before, reused", flush=True)
+        return json.loads(kept.read_text())
     questions = {"qa": (qa,)} if qa is not None else {"generate_questions": args.generated}
+    if generated_with is not None:
+        questions = {"qa": (generated_with,), "generate_questions": args.generated}
     wall, cpu = time.monotonic(), cpu_seconds()
     report = adapt_embedder(EmbedderConfig(**questions, kb=base_kb, out=out, epochs=args.epochs, seed=args.seed,
                                            batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -138,7 +146,9 @@ def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None = 
     run = {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
            "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train),
            "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
-    return run | ({"generated": report.pairs.generated} if qa is None else {})
+    run |= {"generated": report.pairs.generated} if qa is None else {}
+    kept.write_text(json.dumps(run))
+    return run
 
 
 def finish(run: dict, args: argparse.Namespace, data: BeirSet, held_data: BeirSet, base: dict, name: str) -> dict:
@@ -158,6 +168,9 @@ def main() -> None:
     ap.add_argument("--heldout", type=float, default=0.3, help="share of queries held out (by query)")
     ap.add_argument("--train-questions", default="all", help="comma-separated N of training queries, all, or none")
     ap.add_argument("--generated", type=int, default=0, help="also adapt on N questions generated from chunks only")
+    ap.add_argument("--generated-with-qa", action="store_true",
+                    help="the --generated run also trains on the last --train-questions Q&A (a user with a few "
+                         "Q&A and their documents)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/embedder-adapt"))
     ap.add_argument("--base-kb", type=Path, default=None, help="a knowledge base of the corpus built already")
     ap.add_argument("--epochs", type=int, default=3)
@@ -181,6 +194,7 @@ def main() -> None:
     result["base"] = score(base_kb, held_data)
     print(json.dumps({"base": result["base"]}), flush=True)
     answers = answers_of(folder)
+    qa = None
     for size in [] if args.train_questions == "none" else args.train_questions.split(","):
         n = len(train) if size == "all" else min(int(size), len(train))
         qa = args.work / f"{args.set}-qa-{n}.jsonl"
@@ -190,10 +204,13 @@ def main() -> None:
         result["runs"][str(n)] = run
         print(json.dumps({str(n): run}), flush=True)
     if args.generated:
-        name = f"{args.set}-adapted-gen{args.generated}-s{args.seed}"
-        run = finish(adapt(args, base_kb, args.work / name), args, data, held_data, result["base"], name)
-        result["runs"][f"gen {args.generated}"] = run
-        print(json.dumps({f"gen {args.generated}": run}), flush=True)
+        with_qa = qa if args.generated_with_qa else None
+        label = f"gen {args.generated}" + (f" + {qa.stem.rsplit('-', 1)[-1]} Q&A" if with_qa else "")
+        name = f"{args.set}-adapted-gen{args.generated}{'-qa' if with_qa else ''}-s{args.seed}"
+        run = finish(adapt(args, base_kb, args.work / name, generated_with=with_qa), args, data, held_data,
+                     result["base"], name)
+        result["runs"][label] = run
+        print(json.dumps({label: run}), flush=True)
     print(json.dumps(result, indent=2) if args.json else render(result))
 
 
