@@ -74,8 +74,11 @@ def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -
     copied = chunks = skipped = 0
     infos = src.documents()
     try:
+        # what the target holds, read once: one check per document cost two consistent reads (~0.4 s on a Milvus
+        # server), so resuming a 15k-document copy spent ~1.7 h on documents already there
+        present = {d.sha256 for d in dst.documents()}
         for n, info in enumerate(infos, 1):
-            if dst.has_document(info.sha256):
+            if info.sha256 in present:
                 skipped += 1
                 continue
             doc_chunks, tokens, vectors = src.document_chunks(info.sha256)
