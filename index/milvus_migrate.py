@@ -88,6 +88,8 @@ def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -
             copied, chunks = copied + 1, chunks + len(doc_chunks)
             if progress:
                 print(f"\r{n}/{len(infos)} documents", end="", flush=True)
+        if copied and not folder:
+            dst.seal()
     finally:
         src.close()
         dst.close()

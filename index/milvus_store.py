@@ -99,6 +99,13 @@ class MilvusStore:
     def close(self) -> None:
         self.client.close()
 
+    def seal(self) -> None:
+        """Seal what was just written so Milvus indexes it (``flush``): rows a bulk copy left in growing
+        segments are searched through the server's interim index, not HNSW (measured after copying 144k chunks
+        to Milvus 2.3.5: 42k rows unindexed, dense recall@10 0.957 -> 0.968 and p50 57 -> 41 ms once sealed)."""
+        for kind in ("chunks", "docs", "paths", "pages"):
+            self.client.flush(self.c[kind])
+
     def snapshot(self) -> AbstractContextManager[Any]:
         """One search's reads: each is Strong; the document rows and the replaced set :meth:`visible` reads are
         fetched once inside (a search asked for them up to three times, two gRPC round trips each), per thread."""
