@@ -16,6 +16,10 @@ from index.errors import EmbedderMismatch
 from index.milvus_uri import parse_kb_location
 from index.store_protocol import KBStore
 
+# documents in flight to a Milvus target: each one's commit waits for the server's time tick (one at a time,
+# 16 chunks/s into a Milvus 2.3.5 server with the client at 2 % of a CPU); concurrent writers of different
+# documents are safe (index.milvus_store)
+COPY_THREADS = 8
 SETTINGS = ("schema_version", "embedder_name", "embedder_fingerprint", "dim", "max_tokens", "overlap")
 
 
@@ -64,40 +68,58 @@ def open_target(kb: str | Path, meta: dict[str, str]) -> KBStore:
 
 
 def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -> Migration:
-    """Copy every document of ``source`` to ``target`` (created if needed), vectors as stored."""
-    from index.lock import WriteLock
-
+    """Copy every document of ``source`` to ``target`` (created if needed), vectors as stored; into Milvus
+    :data:`COPY_THREADS` documents at a time. Stops at the first failure, every document copied so far kept."""
     src = open_source(source)
     meta = src.meta()
     dst = open_target(target, meta)
     folder = parse_kb_location(target) is None
-    copied = chunks = skipped = 0
     infos = src.documents()
     try:
         # what the target holds, read once: one check per document cost two consistent reads (~0.4 s on a Milvus
         # server), so resuming a 15k-document copy spent ~1.7 h on documents already there
         present = {d.sha256 for d in dst.documents()}
-        for n, info in enumerate(infos, 1):
-            if info.sha256 in present:
-                skipped += 1
-                continue
-            doc_chunks, tokens, vectors = src.document_chunks(info.sha256)
-            with WriteLock(Path(target), timeout_s=60) if folder else nullcontext():
-                dst.put_document(src.document_record(info.sha256), doc_chunks, tokens, vectors,
-                                 size=src.document_size(info.sha256), paths=info.all_paths)
-            copied, chunks = copied + 1, chunks + len(doc_chunks)
-            if progress:
-                print(f"\r{n}/{len(infos)} documents", end="", flush=True)
-        if copied and not folder:
+        todo = [info for info in infos if info.sha256 not in present]
+        chunks = _copy_all(src, dst, todo, None if not folder else Path(target), progress)
+        if todo and not folder:
             dst.seal()
     finally:
         src.close()
         dst.close()
-    if progress:
-        print()
     if folder:
         _refresh_folder(Path(target))
-    return Migration(documents=copied, chunks=chunks, skipped=skipped)
+    return Migration(documents=len(todo), chunks=chunks, skipped=len(infos) - len(todo))
+
+
+def _copy_all(src: KBStore, dst: KBStore, todo: list, folder: Path | None, progress: bool) -> int:
+    """Copy the documents ``todo`` (``folder``: a folder target, one at a time under its write lock); chunks copied."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from index.lock import WriteLock
+
+    def copy_one(sha256: str) -> int:
+        doc_chunks, tokens, vectors = src.document_chunks(sha256)
+        with WriteLock(folder, timeout_s=60) if folder else nullcontext():
+            dst.put_document(src.document_record(sha256), doc_chunks, tokens, vectors,
+                             size=src.document_size(sha256), paths=paths[sha256])
+        return len(doc_chunks)
+
+    paths = {info.sha256: info.all_paths for info in todo}
+    chunks = 0
+    with ThreadPoolExecutor(1 if folder else COPY_THREADS) as pool:
+        futures = [pool.submit(copy_one, info.sha256) for info in todo]
+        try:
+            for n, fut in enumerate(futures, 1):
+                chunks += fut.result()
+                if progress:
+                    print(f"\r{n}/{len(todo)} documents", end="", flush=True)
+        except BaseException:
+            for f in futures:  # those not started; a started one completes its commit (or leaves none)
+                f.cancel()
+            raise
+    if progress:
+        print()
+    return chunks
 
 
 def _refresh_folder(kb_dir: Path) -> None:

@@ -93,6 +93,35 @@ def test_migrate_seals_what_it_copied(tmp_path: Path, docs: Path, milvus_kb: str
     assert migrate(tmp_path / "kb", milvus_kb).skipped == 3 and len(sealed) == 1
 
 
+def test_a_failed_copy_raises_and_a_rerun_copies_the_rest(tmp_path: Path, docs: Path, milvus_kb: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents go to Milvus several at a time; one that fails stops the copy with its error, and running it
+    again copies what is missing, each document once."""
+    from index.errors import MilvusFailed
+    from index.milvus_migrate import migrate
+    from index.milvus_store import MilvusStore
+
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        kb.add([docs])
+        victim = next(d.sha256 for d in kb.documents() if d.title == "zh")
+    put = MilvusStore.put_document
+
+    def failing(self: MilvusStore, doc: object, *args: object, **kwargs: object) -> object:
+        if doc.sha256 == victim:  # type: ignore[attr-defined]
+            raise MilvusFailed("insert refused")
+        return put(self, doc, *args, **kwargs)
+
+    monkeypatch.setattr(MilvusStore, "put_document", failing)
+    with pytest.raises(MilvusFailed, match="insert refused"):
+        migrate(tmp_path / "kb", milvus_kb)
+    monkeypatch.setattr(MilvusStore, "put_document", put)
+    again = migrate(tmp_path / "kb", milvus_kb)
+    assert again.documents >= 1 and again.documents + again.skipped == 3
+    with KnowledgeBase.open(milvus_kb) as kb:
+        assert sorted(d.title for d in kb.documents()) == ["animals", "policy", "zh"]
+        assert kb.store.count_chunks() == 3
+
+
 def test_migrate_copies_vectors_without_embedding(tmp_path: Path, docs: Path, milvus_kb: str) -> None:
     from typer.testing import CliRunner
 
