@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             mm.COPY_THREADS = n_threads
             start = time.perf_counter()
-            chunks = mm._copy_all(src, dst, todo[lo:lo + n], None, False)
+            chunks = mm._copy_all(src, dst, todo[lo:lo + n], {}, None, False)
             secs = time.perf_counter() - start
             rates[n_threads].append(chunks / secs)
             print(f"{n_threads} in flight: {n} documents, {chunks} chunks in {secs:.1f} s = {chunks / secs:.1f} "

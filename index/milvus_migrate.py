@@ -30,6 +30,8 @@ class Migration:
     documents: int
     chunks: int
     skipped: int
+    replaced: int = 0  # target documents a copied one replaced (it took over their paths)
+    only_in_target: tuple[str, ...] = ()  # display paths of target documents the source does not hold
 
 
 def open_source(kb: str | Path) -> KBStore:
@@ -78,9 +80,17 @@ def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -
     try:
         # what the target holds, read once: one check per document cost two consistent reads (~0.4 s on a Milvus
         # server), so resuming a 15k-document copy spent ~1.7 h on documents already there
-        present = {d.sha256 for d in dst.documents()}
+        held = dst.documents()
+        present = {d.sha256 for d in held}
         todo = [info for info in infos if info.sha256 not in present]
-        chunks = _copy_all(src, dst, todo, None if not folder else Path(target), progress)
+        # a copied document takes its paths over from the target's documents there (a file changed in the source
+        # since the last copy): they become replaced, as `ingest add` does, so a search never sees both
+        at_path: dict[str, list[str]] = {}
+        for d in held:
+            for p in d.all_paths:
+                at_path.setdefault(p, []).append(d.sha256)
+        leaving = {i.sha256: [(s, p) for p in i.all_paths for s in at_path.get(p, ()) if s != i.sha256] for i in todo}
+        chunks = _copy_all(src, dst, todo, leaving, None if not folder else Path(target), progress)
         if todo and not folder:
             dst.seal()
     finally:
@@ -88,11 +98,16 @@ def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -
         dst.close()
     if folder:
         _refresh_folder(Path(target))
-    return Migration(documents=len(todo), chunks=chunks, skipped=len(infos) - len(todo))
+    gone = {s for pairs in leaving.values() for s, _ in pairs}
+    source = {i.sha256 for i in infos}
+    return Migration(documents=len(todo), chunks=chunks, skipped=len(infos) - len(todo), replaced=len(gone),
+                     only_in_target=tuple(d.path for d in held if d.sha256 not in source | gone))
 
 
-def _copy_all(src: KBStore, dst: KBStore, todo: list, folder: Path | None, progress: bool) -> int:
-    """Copy the documents ``todo`` (``folder``: a folder target, one at a time under its write lock); chunks copied."""
+def _copy_all(src: KBStore, dst: KBStore, todo: list, leaving: dict[str, list[tuple[str, str]]],
+              folder: Path | None, progress: bool) -> int:
+    """Copy the documents ``todo``, each taking the (document, path) pairs ``leaving[sha256]`` from the target
+    (``folder``: a folder target, one at a time under its write lock); chunks copied."""
     from concurrent.futures import ThreadPoolExecutor
 
     from index.lock import WriteLock
@@ -101,7 +116,7 @@ def _copy_all(src: KBStore, dst: KBStore, todo: list, folder: Path | None, progr
         doc_chunks, tokens, vectors = src.document_chunks(sha256)
         with WriteLock(folder, timeout_s=60) if folder else nullcontext():
             dst.put_document(src.document_record(sha256), doc_chunks, tokens, vectors,
-                             size=src.document_size(sha256), paths=paths[sha256])
+                             size=src.document_size(sha256), paths=paths[sha256], leaving=leaving.get(sha256, ()))
         return len(doc_chunks)
 
     paths = {info.sha256: info.all_paths for info in todo}

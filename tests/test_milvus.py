@@ -122,6 +122,38 @@ def test_a_failed_copy_raises_and_a_rerun_copies_the_rest(tmp_path: Path, docs: 
         assert kb.store.count_chunks() == 3
 
 
+def test_migrate_again_after_a_change_replaces_and_reports_what_the_source_lost(tmp_path: Path, docs: Path,
+                                                                              milvus_kb: str) -> None:
+    """Found by a new user: after a file changed and another was removed in the source, migrating again copied the
+    new version beside the old (a search showed both) and kept the removed one silently. The new version now
+    replaces the old there, as `ingest add` does, and the removed document is reported (not deleted: the target
+    may hold documents of its own)."""
+    from typer.testing import CliRunner
+
+    from ui.cli.index import app
+
+    src = tmp_path / "kb"
+    with KnowledgeBase.open(src, embedder="hash-64") as kb:
+        kb.add([docs])
+    args = ["migrate", "--from", str(src), "--to", milvus_kb, "--json"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (docs / "animals.txt").write_text("Cats and dogs are common pets. Hamsters hoard seeds. " * 4)
+    with KnowledgeBase.open(src, embedder="hash-64") as kb:
+        kb.add([docs / "animals.txt"])
+        kb.remove(str(docs / "policy.txt"))
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    assert (got["documents"], got["skipped"], got["replaced"]) == (1, 1, 1)
+    assert got["only_in_target"] == [str(docs / "policy.txt")]
+    with KnowledgeBase.open(milvus_kb) as kb:
+        texts = [h.text for h in kb.search("pets hamsters parrots", k=10, mode="bm25")]
+        assert any("Hamsters" in t for t in texts) and not any("Parrots" in t for t in texts)
+        assert sorted(d.title for d in kb.documents()) == ["animals", "policy", "zh"]
+    human = CliRunner().invoke(app, args[:-1])
+    assert "1 document(s) there are not in" in human.stderr and "policy.txt" in human.stderr
+
+
 def test_migrate_copies_vectors_without_embedding(tmp_path: Path, docs: Path, milvus_kb: str) -> None:
     from typer.testing import CliRunner
 
@@ -133,7 +165,8 @@ def test_migrate_copies_vectors_without_embedding(tmp_path: Path, docs: Path, mi
     args = ["migrate", "--from", str(tmp_path / "kb"), "--to", milvus_kb, "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) | {"to": ""} == {"documents": 3, "chunks": 3, "skipped": 0, "to": ""}
+    assert json.loads(result.output) | {"to": ""} == {"documents": 3, "chunks": 3, "skipped": 0, "replaced": 0,
+                                                      "only_in_target": [], "to": ""}
     assert json.loads(CliRunner().invoke(app, args).output)["skipped"] == 3  # again: nothing to copy
     emb = CountingEmbedder()
     with KnowledgeBase.open(milvus_kb, embedder=emb) as kb:

@@ -105,10 +105,15 @@ def migrate(*, config: MigrateConfig, as_json: bool = JsonOpt) -> None:
     done = run(config.source, config.target, progress=not as_json)
     if as_json:
         print_json({"documents": done.documents, "chunks": done.chunks, "skipped": done.skipped,
-                    "to": str(config.target)})
-    else:
-        typer.echo(f"copied {done.documents} documents ({done.chunks} chunks) to {config.target}; "
-                   f"{done.skipped} were there already")
+                    "replaced": done.replaced, "only_in_target": list(done.only_in_target), "to": str(config.target)})
+        return
+    typer.echo(f"copied {done.documents} document(s) ({done.chunks} chunks) to {config.target}; "
+               f"{done.skipped} were there already; {done.replaced} replaced there")
+    if done.only_in_target:
+        shown = ", ".join(done.only_in_target[:5]) + (", ..." if len(done.only_in_target) > 5 else "")
+        typer.echo(f"note: {len(done.only_in_target)} document(s) there are not in {config.source} (removed since "
+                   f"an earlier copy, or added there): {shown}; `ingest rm PATH --kb {config.target}` removes one",
+                   err=True)
 
 
 @app.command("collect-orphans")
