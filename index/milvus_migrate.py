@@ -57,7 +57,13 @@ def open_target(kb: str | Path, meta: dict[str, str]) -> KBStore:
     else:
         from index.store import Store, store_path
 
-        Path(kb).mkdir(parents=True, exist_ok=True)
+        folder = Path(kb)
+        if folder.is_file():
+            raise ValueError(f"--to {kb}: a file; give a new folder or a knowledge base")
+        if folder.is_dir() and any(folder.iterdir()) and not store_path(kb).exists():
+            raise ValueError(f"--to {kb}: a folder with other files, not a knowledge base; give a new folder "
+                             "(the copy would be written in among them)")
+        folder.mkdir(parents=True, exist_ok=True)
         store = Store(store_path(kb))
     have = store.meta()
     if have and any(have.get(k) != meta.get(k) for k in SETTINGS):

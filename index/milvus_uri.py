@@ -32,6 +32,7 @@ from typing import Any
 DEFAULT_NAME = "kb"
 _REMOTE = re.compile(r"^milvus(s?):/+([^/]+)(?:/([^/]*))?/?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: C:\kb is a Windows folder
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,19 @@ def is_milvus(kb: str | Path | None) -> bool:
 
 def parse_kb_location(kb: str | Path) -> MilvusLocation | None:
     """The :class:`MilvusLocation` ``kb`` names, or None for a folder. Raises ``ValueError`` for a
-    malformed Milvus location."""
+    malformed Milvus location or an unknown scheme.
+
+    >>> try:
+    ...     parse_kb_location("milvus-lit:kb.db")
+    ... except ValueError as err:
+    ...     print(str(err)[:47])
+    'milvus-lit:kb.db': unknown scheme 'milvus-lit'
+    """
     text = str(kb)
     if not is_milvus(text):
+        if m := _SCHEME.match(text):  # a mistyped scheme made a folder named "milvus-lit:" (a new user's trial)
+            raise ValueError(f"{text!r}: unknown scheme {m.group(1)!r}: a knowledge base is a folder, "
+                             f"milvus://HOST:PORT/NAME or milvus-lite:PATH.db[/NAME] (./{text} for a folder so named)")
         return None
     if text.startswith("milvus-lite:"):
         return _local(text[len("milvus-lite:"):])
@@ -102,7 +113,9 @@ def connect(loc: MilvusLocation) -> Any:
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
-    logging.getLogger("milvus_lite").setLevel(logging.WARNING)
+    # Milvus Lite logs a failed start (its folder locked by another process) with a traceback; it raises too, and
+    # that becomes one MilvusFailed line
+    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     # pymilvus logs every failed call at ERROR with its traceback (and "failed to get mvccTs" from Milvus Lite's
     # iterators); the failure is raised as MilvusFailed anyway, so only CRITICAL records are let through
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

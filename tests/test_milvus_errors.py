@@ -96,3 +96,30 @@ def test_another_index_failure_is_not_hidden() -> None:
     with pytest.raises(MilvusFailed, match="create_index failed: disk quota exceeded"):
         ms.create(GuardedClient(Recording("disk quota exceeded"), parse_kb_location("milvus://db:19530/hr"),
                                 MilvusException), "hr", 4)
+
+
+def test_migrate_refuses_a_mistyped_scheme_a_file_and_a_folder_of_other_files(tmp_path: Path) -> None:
+    """Found by a new user: `--to milvus-lit:...` and `--to http://...` made folders so named and exited 0, and a
+    folder of the user's own files got kb.sqlite written in among them. Each is now one error line, exit 2, and
+    nothing is created."""
+    from typer.testing import CliRunner
+
+    from index.kb import KnowledgeBase
+    from ui.cli.index import app
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Cats and dogs are common pets. " * 8)
+    with KnowledgeBase.open(tmp_path / "kb", embedder="hash-64") as kb:
+        kb.add([docs])
+    (tmp_path / "plain").write_text("x")
+    cases = {f"milvus-lit:{tmp_path}/z.db": "unknown scheme 'milvus-lit'",
+             "http://127.0.0.1:19530/kb": "unknown scheme 'http'",
+             str(tmp_path / "plain"): "a file",
+             str(docs): "a folder with other files, not a knowledge base"}
+    for target, said in cases.items():
+        result = CliRunner().invoke(app, ["migrate", "--from", str(tmp_path / "kb"), "--to", target])
+        assert result.exit_code == 2, (target, result.output)
+        assert said in result.output and "Traceback" not in result.output, result.output
+    assert sorted(p.name for p in docs.iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "kb", "plain"]
