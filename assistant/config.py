@@ -19,7 +19,7 @@ from pathlib import Path
 
 from assistant.errors import ConfigError
 from finetune.config import DEFAULT_MODEL  # one default model for training and answering
-from index.config import MODES, default_kb
+from index.config import KB_HELP, MODES, default_kb
 
 THINKING = ("auto", "off", "on")
 CONDENSE = ("llm", "heuristic", "off")
@@ -41,7 +41,7 @@ NEVER_ABSTAIN = -1.0
 class AssistantConfig:
     """Everything an :class:`assistant.Assistant` needs (see ``assistant ask --help``)."""
 
-    kb: Path | str = field(default_factory=default_kb, metadata={"help": "knowledge-base folder"})  # $QDA_KB or ./kb
+    kb: Path | str = field(default_factory=default_kb, metadata={"help": KB_HELP})  # $QDA_KB or ./kb
     # None: an --adapter's own base model (as `finetune chat` and `finetune merge` pick it), else DEFAULT_MODEL
     model: str = field(default=None, metadata={  # type: ignore[assignment] - resolved in __post_init__
         "help": f"model folder (base or merged), .gguf file or HF id (none: the --adapter's base model, else "

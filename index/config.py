@@ -8,7 +8,8 @@ from pathlib import Path
 from ingest.chunk import MAX_TOKENS, OVERLAP
 
 DEFAULT_KB = "kb"
-KB_ENV = "QDA_KB"  # environment variable naming the knowledge-base folder
+KB_ENV = "QDA_KB"  # environment variable naming the knowledge base
+KB_HELP = "knowledge base: a folder, milvus://HOST:PORT/NAME or milvus-lite:PATH.db[/NAME]"
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 MODES = ("hybrid", "dense", "bm25")
 EMBEDDER_BACKENDS = ("auto", "torch", "onnx")  # index.embedder.resolve_backend says what auto is
@@ -28,7 +29,7 @@ class IndexConfig:
     30
     """
 
-    kb: Path = field(default=Path(DEFAULT_KB), metadata={"help": "knowledge-base folder"})
+    kb: Path = field(default=Path(DEFAULT_KB), metadata={"help": KB_HELP})
     embedder: str | None = field(default=None, metadata={
         "help": f"sentence-transformers id or path (none: the one the KB was built with; new KBs: {DEFAULT_EMBEDDER})"})
     embedder_backend: str = field(default="auto", metadata={
