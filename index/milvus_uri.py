@@ -82,6 +82,10 @@ def parse_kb_location(kb: str | Path) -> MilvusLocation | None:
     if not m:
         raise ValueError(f"{text!r}: expected milvus://HOST:PORT/NAME")
     host = m.group(2) if ":" in m.group(2) else f"{m.group(2)}:19530"
+    if not host.rpartition(":")[2].isdigit():
+        shown = re.sub(r"^(milvuss?):/+", r"\1://", text)  # as typed: pathlib folds the // of a --kb Path
+        raise ValueError(f"{shown!r}: the port {host.rpartition(':')[2]!r} is not a number; expected "
+                         "milvus://HOST:PORT/NAME")
     return MilvusLocation(f"{'https' if m.group(1) else 'http'}://{host}", _checked(m.group(3) or DEFAULT_NAME), False)
 
 
@@ -120,6 +124,11 @@ def connect(loc: MilvusLocation) -> Any:
     # iterators); the failure is raised as MilvusFailed anyway, so only CRITICAL records are let through
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     if loc.local:
+        if Path(loc.uri).is_file():
+            from index.errors import MilvusError
+
+            raise MilvusError(f"milvus-lite:{loc.uri} is a file, not a Milvus Lite data folder; name a new folder "
+                              "ending in .db")
         Path(loc.uri).parent.mkdir(parents=True, exist_ok=True)
     # pymilvus pings every 10 s even while idle; a server on gRPC's default policy (Milvus Lite's Python server)
     # answers an idle client's third ping within 5 min with GOAWAY "too many pings", and the next call after a

@@ -123,3 +123,20 @@ def test_migrate_refuses_a_mistyped_scheme_a_file_and_a_folder_of_other_files(tm
         assert said in result.output and "Traceback" not in result.output, result.output
     assert sorted(p.name for p in docs.iterdir()) == ["a.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "kb", "plain"]
+
+
+def test_a_port_that_is_not_a_number_and_a_lite_file_are_one_error_line_each(tmp_path: Path) -> None:
+    """Found by a new user: `milvus://HOST:notaport/kb` gave pymilvus's "Port could not be cast to integer value"
+    naming neither the URI nor the form, and `milvus-lite:FILE.db` where FILE.db is a regular file was diagnosed as
+    "another process using this folder" after a traceback."""
+    from typer.testing import CliRunner
+
+    from ui.cli.index import app
+
+    (tmp_path / "file.db").write_text("not a folder")
+    cases = {"milvus://127.0.0.1:notaport/kb": "'milvus://127.0.0.1:notaport/kb': the port 'notaport' is not a number",
+             f"milvus-lite:{tmp_path}/file.db/kb": "file.db is a file, not a Milvus Lite data folder"}
+    for kb, said in cases.items():
+        result = CliRunner().invoke(app, ["search", "x", "--kb", kb])
+        assert result.exit_code == 2 and said in result.output, result.output
+        assert "Traceback" not in result.output
