@@ -121,11 +121,9 @@ class SentenceQuestions:
         return [f"Q: {pick}\nA: {pick}"]
 
 
-def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None = None,
-          generated_with: Path | None = None) -> dict:
-    """``finetune embedder`` on the Q&A file ``qa``, or (None) on ``args.generated`` questions from
-    :class:`SentenceQuestions` (plus the Q&A file ``generated_with``); its seconds, pairs and inner held-out
-    figures."""
+def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None, generated: int = 0) -> dict:
+    """``finetune embedder`` on the Q&A file ``qa`` and/or ``generated`` questions from :class:`SentenceQuestions`;
+    its seconds, pairs and inner held-out figures."""
     from assistant.from_kb.adapt_embedder import adapt_embedder
     from assistant.from_kb.embedder_config import EmbedderConfig
 
@@ -133,20 +131,18 @@ def adapt(args: argparse.Namespace, base_kb: Path, out: Path, qa: Path | None = 
     if kept.exists():
         print(f"{out}: trained before, reused", flush=True)
         return json.loads(kept.read_text())
-    questions = {"qa": (qa,)} if qa is not None else {"generate_questions": args.generated}
-    if generated_with is not None:
-        questions = {"qa": (generated_with,), "generate_questions": args.generated}
+    questions = ({"qa": (qa,)} if qa else {}) | ({"generate_questions": generated} if generated else {})
     wall, cpu = time.monotonic(), cpu_seconds()
     report = adapt_embedder(EmbedderConfig(**questions, kb=base_kb, out=out, epochs=args.epochs, seed=args.seed,
                                            batch_size=args.batch_size, learning_rate=args.learning_rate,
                                            hard_negatives=args.hard_negatives, val_corpus=args.val_corpus,
                                            device="cpu"), progress=True,
-                            generator=SentenceQuestions() if qa is None else None)
+                            generator=SentenceQuestions() if generated else None)
     print(report.render(), flush=True)
     run = {"train_wall_s": round(time.monotonic() - wall, 1), "train_cpu_s": round(cpu_seconds() - cpu, 1),
            "epochs_run": report.run.epochs_run, "pairs": len(report.pairs.train),
            "inner_heldout_before": report.run.before, "inner_heldout_after": report.run.after}
-    run |= {"generated": report.pairs.generated} if qa is None else {}
+    run |= {"generated": report.pairs.generated} if generated else {}
     kept.write_text(json.dumps(run))
     return run
 
@@ -207,7 +203,7 @@ def main() -> None:
         with_qa = qa if args.generated_with_qa else None
         label = f"gen {args.generated}" + (f" + {qa.stem.rsplit('-', 1)[-1]} Q&A" if with_qa else "")
         name = f"{args.set}-adapted-gen{args.generated}{'-qa' if with_qa else ''}-s{args.seed}"
-        run = finish(adapt(args, base_kb, args.work / name, generated_with=with_qa), args, data, held_data,
+        run = finish(adapt(args, base_kb, args.work / name, with_qa, args.generated), args, data, held_data,
                      result["base"], name)
         result["runs"][label] = run
         print(json.dumps({label: run}), flush=True)

@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     src = mm.open_source(args.source)
     dst = mm.open_target(args.kb, src.meta())
     try:
-        present = {d.sha256 for d in dst.documents()}
-        todo = [i for i in src.documents() if i.sha256 not in present]
+        todo, leaving = mm.plan(src.documents(), dst.documents())
         rates: dict[int, list[float]] = {1: [], threads: []}
         lo = 0
         for n_threads in (1, threads, 1, threads):
@@ -43,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             if lo + n > len(todo):
                 print(f"only {len(todo) - lo} documents left to copy: give a fresh --kb")
                 return 1
-            mm.COPY_THREADS = n_threads
             start = time.perf_counter()
-            chunks = mm._copy_all(src, dst, todo[lo:lo + n], {}, None, False)
+            chunks = mm.copy_documents(src, dst, todo[lo:lo + n], leaving, threads=n_threads)
             secs = time.perf_counter() - start
             rates[n_threads].append(chunks / secs)
             print(f"{n_threads} in flight: {n} documents, {chunks} chunks in {secs:.1f} s = {chunks / secs:.1f} "
@@ -53,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
             lo += n
         dst.seal()
     finally:
-        mm.COPY_THREADS = threads
         src.close()
         dst.close()
     one, many = (sum(r) / len(r) for r in (rates[1], rates[threads]))

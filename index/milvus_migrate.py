@@ -11,9 +11,11 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from index.errors import EmbedderMismatch
 from index.milvus_uri import parse_kb_location
+from index.records import DocInfo
 from index.store_protocol import KBStore
 
 # documents in flight to a Milvus target: each one's commit waits for the server's time tick (one at a time,
@@ -81,54 +83,65 @@ def migrate(source: str | Path, target: str | Path, *, progress: bool = False) -
     src = open_source(source)
     meta = src.meta()
     dst = open_target(target, meta)
-    folder = parse_kb_location(target) is None
+    folder = Path(target) if parse_kb_location(target) is None else None
     infos = src.documents()
     try:
-        # what the target holds, read once: one check per document cost two consistent reads (~0.4 s on a Milvus
-        # server), so resuming a 15k-document copy spent ~1.7 h on documents already there
         held = dst.documents()
-        present = {d.sha256 for d in held}
-        todo = [info for info in infos if info.sha256 not in present]
-        # a copied document takes its paths over from the target's documents there (a file changed in the source
-        # since the last copy): they become replaced, as `ingest add` does, so a search never sees both
-        at_path: dict[str, list[str]] = {}
-        for d in held:
-            for p in d.all_paths:
-                at_path.setdefault(p, []).append(d.sha256)
-        leaving = {i.sha256: [(s, p) for p in i.all_paths for s in at_path.get(p, ()) if s != i.sha256] for i in todo}
-        chunks = _copy_all(src, dst, todo, leaving, None if not folder else Path(target), progress)
+        todo, leaving = plan(infos, held)
+        chunks = copy_documents(src, dst, todo, leaving, threads=1 if folder else COPY_THREADS, folder=folder,
+                                progress=progress)
         if todo and not folder:
             dst.seal()
     finally:
         src.close()
         dst.close()
     if folder:
-        _refresh_folder(Path(target))
+        _refresh_folder(folder)
     gone = {s for pairs in leaving.values() for s, _ in pairs}
     source = {i.sha256 for i in infos}
     return Migration(documents=len(todo), chunks=chunks, skipped=len(infos) - len(todo), replaced=len(gone),
                      only_in_target=tuple(d.path for d in held if d.sha256 not in source | gone))
 
 
-def _copy_all(src: KBStore, dst: KBStore, todo: list, leaving: dict[str, list[tuple[str, str]]],
-              folder: Path | None, progress: bool) -> int:
-    """Copy the documents ``todo``, each taking the (document, path) pairs ``leaving[sha256]`` from the target
-    (``folder``: a folder target, one at a time under its write lock); chunks copied."""
+def plan(infos: Sequence[DocInfo], held: Sequence[DocInfo]) -> tuple[list[DocInfo], dict[str, list[tuple[str, str]]]]:
+    """The documents of ``infos`` (the source's) that ``held`` (the target's, read once: a check per document cost
+    two consistent reads, ~0.4 s on a Milvus server) lacks, and for each the (document, path) pairs of the target
+    it takes over: a document copied after its file changed in the source replaces the one there, as `ingest add`
+    does, so a search never sees both.
+
+    >>> old, new = (DocInfo(s, "/d/a.txt", "a", "text", 1, (), 1, 3, 0.0) for s in ("old", "new"))
+    >>> plan([new], [old])
+    ([DocInfo(sha256='new', ...)], {'new': [('old', '/d/a.txt')]})
+    """
+    present = {d.sha256 for d in held}
+    at_path: dict[str, list[str]] = {}
+    for d in held:
+        for p in d.all_paths:
+            at_path.setdefault(p, []).append(d.sha256)
+    todo = [i for i in infos if i.sha256 not in present]
+    return todo, {i.sha256: [(s, p) for p in i.all_paths for s in at_path.get(p, ()) if s != i.sha256] for i in todo}
+
+
+def copy_documents(src: KBStore, dst: KBStore, todo: Sequence[DocInfo], leaving: dict[str, list[tuple[str, str]]],
+                   *, threads: int, folder: Path | None = None, progress: bool = False) -> int:
+    """Copy the documents ``todo``, ``threads`` at a time, each taking the (document, path) pairs
+    ``leaving[sha256]`` from the target (``folder``: a folder target, written under its write lock); chunks
+    copied. The first failure is raised once the documents being written are done; the rest are not started."""
     from concurrent.futures import ThreadPoolExecutor
 
     from index.lock import WriteLock
 
-    def copy_one(sha256: str) -> int:
-        doc_chunks, tokens, vectors = src.document_chunks(sha256)
+    def copy_one(info: DocInfo) -> int:
+        doc_chunks, tokens, vectors = src.document_chunks(info.sha256)
         with WriteLock(folder, timeout_s=60) if folder else nullcontext():
-            dst.put_document(src.document_record(sha256), doc_chunks, tokens, vectors,
-                             size=src.document_size(sha256), paths=paths[sha256], leaving=leaving.get(sha256, ()))
+            dst.put_document(src.document_record(info.sha256), doc_chunks, tokens, vectors,
+                             size=src.document_size(info.sha256), paths=info.all_paths,
+                             leaving=leaving.get(info.sha256, ()))
         return len(doc_chunks)
 
-    paths = {info.sha256: info.all_paths for info in todo}
     chunks = 0
-    with ThreadPoolExecutor(1 if folder else COPY_THREADS) as pool:
-        futures = [pool.submit(copy_one, info.sha256) for info in todo]
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(copy_one, info) for info in todo]
         try:
             for n, fut in enumerate(futures, 1):
                 chunks += fut.result()

@@ -82,10 +82,9 @@ def parse_kb_location(kb: str | Path) -> MilvusLocation | None:
     if not m:
         raise ValueError(f"{text!r}: expected milvus://HOST:PORT/NAME")
     host = m.group(2) if ":" in m.group(2) else f"{m.group(2)}:19530"
-    if not host.rpartition(":")[2].isdigit():
+    if not (port := host.rpartition(":")[2]).isdigit():
         shown = re.sub(r"^(milvuss?):/+", r"\1://", text)  # as typed: pathlib folds the // of a --kb Path
-        raise ValueError(f"{shown!r}: the port {host.rpartition(':')[2]!r} is not a number; expected "
-                         "milvus://HOST:PORT/NAME")
+        raise ValueError(f"{shown!r}: the port {port!r} is not a number; expected milvus://HOST:PORT/NAME")
     return MilvusLocation(f"{'https' if m.group(1) else 'http'}://{host}", _checked(m.group(3) or DEFAULT_NAME), False)
 
 

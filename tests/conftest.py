@@ -106,9 +106,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     log = open(data.parent / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    from pymilvus import MilvusClient
-
-    from index.milvus_uri import KEEPALIVE
+    from index.milvus_uri import connect, parse_kb_location
 
     # Ready when a real call answers: the port accepts connections before the server serves (a fresh
     # clone's first test, on a busy machine, failed to connect within pymilvus's 10 s).
@@ -116,11 +114,11 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            probe = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=10, grpc_options=KEEPALIVE, dedicated=True)
+            probe = connect(parse_kb_location(f"milvus://127.0.0.1:{port}"))  # the product's client and options
             probe.list_collections()
             probe.close()
             break
-        except Exception as err:  # noqa: BLE001 - OSError before it listens, MilvusException before it serves
+        except Exception as err:  # noqa: BLE001 - OSError before it listens, MilvusFailed before it serves
             if proc.poll() is not None or time.monotonic() > deadline:
                 log_text = (data.parent / "server.log").read_text()
                 raise RuntimeError(f"milvus-lite server did not start: {log_text}") from err

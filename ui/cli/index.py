@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -104,8 +104,7 @@ def migrate(*, config: MigrateConfig, as_json: bool = JsonOpt) -> None:
 
     done = run(config.source, config.target, progress=not as_json)
     if as_json:
-        print_json({"documents": done.documents, "chunks": done.chunks, "skipped": done.skipped,
-                    "replaced": done.replaced, "only_in_target": list(done.only_in_target), "to": str(config.target)})
+        print_json(asdict(done) | {"to": str(config.target)})
         return
     typer.echo(f"copied {done.documents} document(s) ({done.chunks} chunks) to {config.target}; "
                f"{done.skipped} were there already; {done.replaced} replaced there")
