@@ -13,10 +13,14 @@ from chunks by :mod:`assistant.from_kb.questions`):
   out three ways: (1) no chunk that is gold for any record of the same question, or that
   :func:`~assistant.from_kb.gold.holds_answer` says holds its answer (gold chunk, gold doc/page, a
   reference in its text, also in another form: a date without its year, a number in other
-  digits); (2) no chunk whose cosine to the question exceeds 95 % of the gold chunk's
-  ("TopK-PercPos" of Moreira et al. 2024, *NV-Retriever: Improving text embedding models with
-  effective hard-negative mining*, which removed most false negatives at that margin); (3) with too
-  few candidates left, a seeded random chunk fills in (never the gold itself).
+  digits); (2) no chunk as close to the question as 95 % of the gold chunk is ("TopK-PercPos" of
+  Moreira et al. 2024, *NV-Retriever: Improving text embedding models with effective hard-negative
+  mining*, which removed most false negatives at that margin), closeness measured above the
+  question's *chance cosine* (its mean cosine to a seeded sample of the knowledge base's chunks):
+  e5-style models give unrelated text a cosine of ~0.8, so 95 % of a raw cosine of 0.88 would
+  reject every chunk above 0.84, i.e. all of the topical chunks that make a negative hard (on
+  zh_rgb's training questions it left 22 of 99 with no mined negative at all); (3) with too few
+  candidates left, a seeded random chunk fills in (never the gold itself).
 * **Held-out split** — by question, seeded (``val_ratio``): no question is in both parts.
 
 >>> split_questions(["q1", "q2", "q3", "q4", "q5"], 0.2, seed=0)
@@ -37,7 +41,8 @@ from finetune.records import Problem
 if TYPE_CHECKING:
     from index.records import Hit
 
-MARGIN = 0.95  # a negative's cosine must stay below 95 % of the gold chunk's (NV-Retriever, TopK-PercPos)
+MARGIN = 0.95  # a negative stays below 95 % of the gold chunk's cosine above chance (NV-Retriever, TopK-PercPos)
+CHANCE_SAMPLE = 64  # chunks whose mean cosine to a question is its chance level
 MODE = "hybrid"  # the retrieval the assistant uses by default; hybrid hits carry the dense cosine too
 NOT_FOUND = "gold chunk not found"
 
@@ -100,14 +105,36 @@ def gold_cosine(kb: Any, located: Located) -> float:
     return float(emb.encode_queries([located.gold.question])[0] @ emb.encode_passages([located.chunk.text])[0])
 
 
-def negatives(group: Sequence[Located], pos_cosine: float, n: int) -> list["Hit"]:
-    """Up to ``n`` hard negatives for the question of ``group`` (its gold records), best-ranked first."""
+def chance_cosines(kb: Any, questions: Sequence[str], rng: random.Random) -> dict[str, float]:
+    """Each question's mean cosine to ``CHANCE_SAMPLE`` seeded random chunks: the similarity its embedder
+    gives unrelated text, the zero the false-negative margin is measured from (module docstring)."""
+    if not questions:
+        return {}
+    ids = kb.store.chunk_ids().tolist()
+    sample = kb.store.hits([(i, 0.0) for i in rng.sample(ids, min(len(ids), CHANCE_SAMPLE))])
+    passages = kb.embedder.encode_passages([h.text for h in sample])
+    cosines = kb.embedder.encode_queries(list(questions)) @ passages.T  # (questions, sample), unit vectors
+    return dict(zip(questions, cosines.mean(axis=1).tolist(), strict=True))
+
+
+def too_close(similarity: float | None, pos_cosine: float, chance: float) -> bool:
+    """Whether a candidate is as close to the question as ``MARGIN`` of the gold chunk, above chance.
+
+    >>> too_close(0.86, 0.88, 0.80), too_close(0.878, 0.88, 0.80), too_close(None, 0.88, 0.80)
+    (False, True, False)
+    """
+    return similarity is not None and similarity - chance > MARGIN * (pos_cosine - chance)
+
+
+def negatives(group: Sequence[Located], pos_cosine: float, n: int, chance: float = 0.0) -> list["Hit"]:
+    """Up to ``n`` hard negatives for the question of ``group`` (its gold records), best-ranked first;
+    ``chance``: the question's chance cosine (:func:`chance_cosines`)."""
     gold_ids = {loc.chunk.chunk_id for loc in group}
     out: list["Hit"] = []
     for hit in group[0].candidates:
         if hit.chunk_id in gold_ids or any(holds_answer(hit, loc.gold) for loc in group):
             continue
-        if hit.similarity is not None and hit.similarity > MARGIN * pos_cosine:
+        if too_close(hit.similarity, pos_cosine, chance):
             continue
         out.append(hit)
         if len(out) == n:
@@ -139,10 +166,11 @@ def build_pairs(kb: Any, golds: Sequence[Gold], *, hard_negatives: int, depth: i
         groups.setdefault(gold.question, []).append(loc)
     train_keys, val_keys = split_questions(list(groups), val_ratio, seed=seed)
     rng = random.Random(seed)
+    chance = chance_cosines(kb, train_keys, random.Random(seed))
     pairs, filled = [], 0
     for qid, key in enumerate(train_keys):
         group = groups[key]
-        negs = negatives(group, max(gold_cosine(kb, loc) for loc in group), hard_negatives)
+        negs = negatives(group, max(gold_cosine(kb, loc) for loc in group), hard_negatives, chance[key])
         if len(negs) < hard_negatives:
             exclude = {loc.chunk.chunk_id for loc in group} | {h.chunk_id for h in negs}
             extra = _random_chunks(kb, hard_negatives - len(negs), exclude, rng)
