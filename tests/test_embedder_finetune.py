@@ -99,6 +99,26 @@ def test_pairs_and_hard_negatives_come_from_the_knowledge_base_as_documented(tmp
     kb.close()
 
 
+def test_topical_negatives_of_a_compressed_cosine_model_are_mined():
+    """e5-style cosines (unrelated text ~0.80): a same-topic chunk at 0.86 beside a gold at 0.88 is a hard
+    negative, not a false one; 95 % of the raw cosine (0.836) rejected it and every chunk like it."""
+    from assistant.from_kb.embedder_pairs import Located, negatives
+    from index.records import Hit
+
+    def hit(cid: str, text: str, cosine: float) -> Hit:
+        return Hit(cid, text, 1.0, cid, cid, f"{cid}.txt", 1, 1, 0, len(text), similarity=cosine)
+
+    gold = Gold(QAItem("how many died in the crush", ("12",), "qa.jsonl:1", doc="gold.txt"))
+    cands = (hit("near", "The crush at the shrine: police closed the gate.", 0.879),  # as close as the gold
+             hit("gold", "12 people died in the crush at the shrine.", 0.88),
+             hit("topical", "Pilgrims returned to the shrine after the crush.", 0.86),
+             hit("answer", "Officials said 12 were killed.", 0.85),  # holds the answer: never a negative
+             hit("far", "The football final ended 2-1.", 0.81))
+    located = [Located(gold, cands[1], cands, "doc/page")]
+    assert [h.chunk_id for h in negatives(located, 0.88, 2, chance=0.80)] == ["topical", "far"]
+    assert [h.chunk_id for h in negatives(located, 0.88, 2)] == ["far"]  # chance 0: the raw-cosine margin
+
+
 def test_config_reports_every_bad_value_at_once():
     with pytest.raises(ConfigError) as err:
         EmbedderConfig(out="x", epochs=0, val_ratio=0.9, learning_rate=2, hard_negatives=0)
