@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from index.config import KB_HELP
+from index.errors import MilvusError
+
 DEFAULT_NAME = "kb"
 _REMOTE = re.compile(r"^milvus(s?):/+([^/]+)(?:/([^/]*))?/?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
@@ -73,8 +76,7 @@ def parse_kb_location(kb: str | Path) -> MilvusLocation | None:
     text = str(kb)
     if not is_milvus(text):
         if m := _SCHEME.match(text):  # a mistyped scheme made a folder named "milvus-lit:" (a new user's trial)
-            raise ValueError(f"{text!r}: unknown scheme {m.group(1)!r}: a knowledge base is a folder, "
-                             f"milvus://HOST:PORT/NAME or milvus-lite:PATH.db[/NAME] (./{text} for a folder so named)")
+            raise ValueError(f"{text!r}: unknown scheme {m.group(1)!r}; {KB_HELP} (./{text} for a folder so named)")
         return None
     if text.startswith("milvus-lite:"):
         return _local(text[len("milvus-lite:"):])
@@ -124,8 +126,6 @@ def connect(loc: MilvusLocation) -> Any:
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     if loc.local:
         if Path(loc.uri).is_file():
-            from index.errors import MilvusError
-
             raise MilvusError(f"milvus-lite:{loc.uri} is a file, not a Milvus Lite data folder; name a new folder "
                               "ending in .db")
         Path(loc.uri).parent.mkdir(parents=True, exist_ok=True)

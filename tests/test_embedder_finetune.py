@@ -116,7 +116,7 @@ def test_topical_negatives_of_a_compressed_cosine_model_are_mined():
              hit("far", "The football final ended 2-1.", 0.81))
     located = [Located(gold, cands[1], cands, "doc/page")]
     assert [h.chunk_id for h in negatives(located, 0.88, 2, chance=0.80)] == ["topical", "far"]
-    assert [h.chunk_id for h in negatives(located, 0.88, 2)] == ["far"]  # chance 0: the raw-cosine margin
+    assert [h.chunk_id for h in negatives(located, 0.88, 2, chance=0.0)] == ["far"]  # the raw-cosine margin
 
 
 def test_config_reports_every_bad_value_at_once():

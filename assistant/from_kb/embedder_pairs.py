@@ -126,7 +126,7 @@ def too_close(similarity: float | None, pos_cosine: float, chance: float) -> boo
     return similarity is not None and similarity - chance > MARGIN * (pos_cosine - chance)
 
 
-def negatives(group: Sequence[Located], pos_cosine: float, n: int, chance: float = 0.0) -> list["Hit"]:
+def negatives(group: Sequence[Located], pos_cosine: float, n: int, *, chance: float) -> list["Hit"]:
     """Up to ``n`` hard negatives for the question of ``group`` (its gold records), best-ranked first;
     ``chance``: the question's chance cosine (:func:`chance_cosines`)."""
     gold_ids = {loc.chunk.chunk_id for loc in group}
@@ -170,7 +170,7 @@ def build_pairs(kb: Any, golds: Sequence[Gold], *, hard_negatives: int, depth: i
     pairs, filled = [], 0
     for qid, key in enumerate(train_keys):
         group = groups[key]
-        negs = negatives(group, max(gold_cosine(kb, loc) for loc in group), hard_negatives, chance[key])
+        negs = negatives(group, max(gold_cosine(kb, loc) for loc in group), hard_negatives, chance=chance[key])
         if len(negs) < hard_negatives:
             exclude = {loc.chunk.chunk_id for loc in group} | {h.chunk_id for h in negs}
             extra = _random_chunks(kb, hard_negatives - len(negs), exclude, rng)
